@@ -1,0 +1,25 @@
+"""The Falco rule language: parser, loader, resolver, and the two engines that consume it."""
+
+from __future__ import annotations
+
+from analyze.errors import (
+    Position,
+    RuleError,
+    RuleLoadError,
+    RuleResolveError,
+    RuleSyntaxError,
+    RuleWarning,
+    SourceRef,
+)
+from analyze.parser import parse_condition
+
+__all__ = [
+    "Position",
+    "RuleError",
+    "RuleLoadError",
+    "RuleResolveError",
+    "RuleSyntaxError",
+    "RuleWarning",
+    "SourceRef",
+    "parse_condition",
+]
