@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any, Union
+from typing import Any
 
 # Operators, grouped as libsinsp groups them; `OPERATORS` is the complete set.
 UNARY_OPERATORS = ("exists",)
@@ -154,10 +154,10 @@ class BinaryCheck(Node):
     modifier: str | None = None
 
 
-Operand = Union[Field, Transformer]
-TransformerArg = Union[Field, Transformer, Literal, TransformerList]
-RightValue = Union[Literal, ValueList, Transformer, Val]
-Expr = Union[And, Or, Not, MacroRef, UnaryCheck, BinaryCheck]
+Operand = Field | Transformer
+TransformerArg = Field | Transformer | Literal | TransformerList
+RightValue = Literal | ValueList | Transformer | Val
+Expr = And | Or | Not | MacroRef | UnaryCheck | BinaryCheck
 
 NODE_TYPES: tuple[type[Node], ...] = (
     And, Or, Not, MacroRef, UnaryCheck, BinaryCheck,

@@ -44,7 +44,8 @@ Grammar (EBNF; blanks are ' ', '\\t', '\\b', '\\r', '\\n'):
     FieldArgBareStr   ::= [^][\"'[:space:]]+
     HexNumber         ::= 0[xX][0-9a-fA-F]+
     Number            ::= [+-]?[0-9]+[.]?[0-9]*([eE][+-][0-9]+)?
-    QuotedStr         ::= '"' ... '"' | "'" ... "'"  (escapes \\b \\f \\n \\r \\t \\\\ \\/ \\" \\' \\<space>)
+    QuotedStr         ::= '"' ... '"' | "'" ... "'"
+                          (escapes: \\b \\f \\n \\r \\t \\\\ \\/ \\" \\' \\<space>)
     BareStr           ::= [^()\"'[:space:]=,]+
 
 As in libsinsp, a value list is only literals; an identifier after a list operator is a single
