@@ -14,12 +14,14 @@ the name `analyze` from the click group to the package.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import click
+from rich.console import Console
 
 from analyze.errors import RuleError
 
@@ -27,12 +29,10 @@ CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_
 
 
 def format_rule_error(exc: RuleError) -> str:
-    """`file:line (item): message (condition line L, column C)`, then the text with a caret."""
-    snippet = exc.snippet()
-    if not snippet:
-        return str(exc)
-    indented = "\n".join(f"    {line}" for line in snippet.split("\n"))
-    return f"{exc}\n{indented}"
+    """`file:line (item): message (condition line L, column C)`, then the text underlined."""
+    from analyze.error_render import format_error
+
+    return format_error(exc)
 
 
 def format_os_error(exc: OSError) -> str:
@@ -91,3 +91,73 @@ def analyze() -> None:
     Example:
         analyze --version
     """
+
+
+def _print_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+@analyze.command("parse")
+@click.argument("condition")
+@click.option(
+    "--format", "fmt", type=click.Choice(["tree", "text", "json"]), default="tree",
+    show_default=True, help="tree: an indented AST; text: canonical condition; json: the AST.",
+)
+def parse_cmd(condition: str, fmt: str) -> None:
+    """Parse a Falco CONDITION and print its syntax tree.
+
+    Macros and lists are not expanded here (see `analyze validate`); a bare identifier shows as
+    a macro reference. Syntax errors name the line and column and underline the text.
+
+    \b
+    Example:
+        analyze parse 'evt.type in (open, openat) and not proc.name in (cat, less)'
+        analyze parse --format json 'tolower(proc.name) = bash'
+    """
+    from analyze.ast import to_dict, to_text
+    from analyze.ast_render import render_tree
+    from analyze.parser import parse_condition
+
+    tree = parse_condition(condition)
+    if fmt == "json":
+        _print_json(to_dict(tree))
+    elif fmt == "text":
+        click.echo(to_text(tree))
+    else:
+        Console().print(render_tree(tree))
+
+
+@analyze.command("list-fields")
+@click.option("--class", "field_class", help="Only fields of this class (evt, proc, fd, ...).")
+@click.option("--available/--all", default=False, help="Only fields a syscall trace can supply.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table",
+    show_default=True,
+)
+def list_fields_cmd(field_class: str | None, available: bool, fmt: str) -> None:
+    """List every field conditions can use, like `falco --list`.
+
+    Fields a syscall trace cannot supply (k8s.* without metadata, plugin fields) are listed and
+    marked unavailable: rules using them load, and `analyze validate` reports them.
+
+    \b
+    Example:
+        analyze list-fields --class proc
+        analyze list-fields --available --format json
+    """
+    from analyze.catalog_render import fields_json, fields_markdown, fields_table
+    from schemas.catalog import all_fields
+
+    fields = [
+        f for f in all_fields()
+        if (field_class is None or f.name.startswith(field_class.rstrip(".") + "."))
+        and (f.available or not available)
+    ]
+    if not fields:
+        raise click.ClickException(f"no field of class {field_class!r}; see `analyze list-fields`")
+    if fmt == "json":
+        _print_json(fields_json(fields))
+    elif fmt == "markdown":
+        click.echo(fields_markdown(fields))
+    else:
+        Console().print(fields_table(fields))
