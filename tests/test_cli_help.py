@@ -108,7 +108,7 @@ RULE_ERROR = RuleError(
             "Error: rules/shell.yaml:12:5 (rule 'Shell spawned'): unknown field 'proc.nme'"
             " (condition line 1, column 22)\n"
             "    proc.name = bash and proc.nme = sh\n"
-            "                         ^~~~~~~\n",
+            "                         ^~~~~~~~\n",
         ),
         (RuleError("no rules loaded"), "Error: no rules loaded\n"),
         (
