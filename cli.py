@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -161,3 +162,37 @@ def list_fields_cmd(field_class: str | None, available: bool, fmt: str) -> None:
         click.echo(fields_markdown(fields))
     else:
         Console().print(fields_table(fields))
+
+
+@analyze.command("validate")
+@click.option(
+    "-r", "--rules", "rule_paths", multiple=True, required=True, type=click.Path(),
+    help="A rule file, or a directory of *.yaml files (name order). Repeatable, in order.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+)
+@click.option("--summary", is_flag=True, help="Leave out the per-rule table.")
+def validate_cmd(rule_paths: tuple[str, ...], fmt: str, summary: bool) -> None:
+    """Load Falco rule files and report what they hold, like `falco --validate`.
+
+    Reports files, rules, macros and lists; every warning (unused macros and lists, rules that
+    match too many event types, ...); every error with file, line and column, the position inside
+    the condition and the offending text underlined; each rule's fields and event types; and the
+    rules whose fields a syscall trace cannot supply. Exits 1 when there is any error.
+
+    \b
+    Example:
+        analyze validate -r rules/
+        analyze validate -r falco_rules.yaml -r my_overrides.yaml --format json
+    """
+    from analyze.validate import validate
+    from analyze.validate_render import render_report, report_json
+
+    report = validate(rule_paths)
+    if fmt == "json":
+        _print_json(report_json(report))
+    else:
+        Console().print(render_report(report, show_rules=not summary))
+    if not report.ok:
+        sys.exit(1)

@@ -12,6 +12,7 @@ from analyze.errors import (
     SourceRef,
 )
 from analyze.parser import parse_condition
+from analyze.resolve import load_rules
 
 __all__ = [
     "Position",
@@ -21,5 +22,6 @@ __all__ = [
     "RuleSyntaxError",
     "RuleWarning",
     "SourceRef",
+    "load_rules",
     "parse_condition",
 ]

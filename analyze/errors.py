@@ -53,6 +53,7 @@ class RuleError(Exception):
         text: str | None = None,
         position: Position | None = None,
         code: str = "error",
+        text_label: str = "condition",
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -60,6 +61,7 @@ class RuleError(Exception):
         self.text = text  # the condition (or other text) the position points into
         self.position = position
         self.code = code
+        self.text_label = text_label  # what `text` is: "condition", "output", ...
 
     def with_source(self, source: SourceRef) -> RuleError:
         """Attach the file/item context when the error bubbles up through the loader."""
@@ -81,7 +83,8 @@ class RuleError(Exception):
             parts.append(f"{self.source}: ")
         parts.append(self.message)
         if self.position is not None:
-            parts.append(f" (condition line {self.position.line}, column {self.position.col})")
+            pos = self.position
+            parts.append(f" ({self.text_label} line {pos.line}, column {pos.col})")
         return "".join(parts)
 
 

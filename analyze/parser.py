@@ -56,12 +56,14 @@ Nesting deeper than `MAX_DEPTH` is an error, not a crash.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 
 from analyze import ast
 from analyze.errors import Position, RuleSyntaxError
 
 MAX_DEPTH = 100
+LOADER_MAX_DEPTH = 1000  # what Falco's rule loader sets for rule conditions
 
 _BLANKS = " \t\b\r\n"
 _RE_NOT_BLANK = re.compile(r"not[ \t\n\r\f\v]+")
@@ -85,11 +87,19 @@ _TRANSFORMERS = tuple(t + "(" for t in ast.TRANSFORMERS)
 _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", " ": "\\", "\\": "\\", "/": "/"}
 
 
-def parse_condition(text: str) -> ast.Expr:
-    """Parse a Falco condition into an AST; raise RuleSyntaxError with line and column."""
+def parse_condition(text: str, *, max_depth: int = MAX_DEPTH) -> ast.Expr:
+    """Parse a Falco condition into an AST; raise RuleSyntaxError with line and column.
+
+    `max_depth` bounds the recursion like libsinsp's parser (100 by default; Falco's rule loader
+    passes 1000). Each level of parentheses costs about five.
+    """
     if not isinstance(text, str):
         raise RuleSyntaxError(f"a condition must be a string, not {type(text).__name__}")
-    return _Parser(text).parse()
+    # Each depth unit is one Python frame; make sure the interpreter allows the bound we promise.
+    needed = 2 * max_depth + 200
+    if sys.getrecursionlimit() < needed:
+        sys.setrecursionlimit(needed)
+    return _Parser(text, max_depth).parse()
 
 
 def unescape(quoted: str) -> str:
@@ -118,8 +128,9 @@ def unescape(quoted: str) -> str:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_depth: int = MAX_DEPTH) -> None:
         self.text = text
+        self.max_depth = max_depth
         self.i = 0
         self.depth = 0
         self.last = ""  # last token, for "unexpected token after ..." messages
@@ -134,8 +145,8 @@ class _Parser:
 
     def enter(self) -> None:
         self.depth += 1
-        if self.depth >= MAX_DEPTH:
-            raise self.error(f"exceeded max depth limit of {MAX_DEPTH}")
+        if self.depth >= self.max_depth:
+            raise self.error(f"exceeded max depth limit of {self.max_depth}")
 
     def leave(self) -> None:
         self.depth -= 1

@@ -1,0 +1,110 @@
+"""`analyze validate`: load rule files and collect everything a rule author needs to know.
+
+The result is plain data (a `ValidationReport`); `analyze.validate_render` turns it into a rich
+summary or Falco-style JSON. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from analyze import ast
+from analyze.errors import RuleError, RuleWarning, SourceRef
+from analyze.evttypes import event_codes, evttypes, too_many_evttypes_warning
+from analyze.resolve import load_rules
+from analyze.ruleset import LoadedRule
+from analyze.typecheck import fields_needing_unavailable_data
+
+
+@dataclass(frozen=True)
+class RuleSummary:
+    """What validation learned about one rule."""
+
+    name: str
+    priority: str
+    source: str
+    enabled: bool
+    applicable: bool
+    reason: str  # why not applicable / not evaluable; empty when fine
+    origin: SourceRef | None
+    fields: tuple[str, ...]  # every field the resolved condition reads
+    unavailable_fields: tuple[str, ...]  # fields a syscall trace cannot supply
+    evttypes: tuple[str, ...] | None  # None: not computed (not applicable or failed)
+    all_evttypes: bool  # matches every event type (Falco's performance warning)
+    tags: tuple[str, ...]
+
+    @property
+    def evaluable(self) -> bool:
+        return self.applicable and not self.unavailable_fields and not self.reason
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    files: tuple[str, ...]
+    rules: tuple[RuleSummary, ...]
+    macros: int
+    lists: int
+    warnings: tuple[RuleWarning, ...]
+    errors: tuple[RuleError, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def not_evaluable(self) -> tuple[RuleSummary, ...]:
+        return tuple(r for r in self.rules if r.applicable and not r.evaluable)
+
+
+def validate(paths: Sequence[str | Path]) -> ValidationReport:
+    """Load `paths` collecting every error and warning instead of stopping at the first."""
+    ruleset = load_rules(paths, collect_errors=True)
+    errors: list[RuleError] = list(ruleset.errors)
+    warnings: list[RuleWarning] = list(ruleset.warnings)
+    summaries = []
+    for rule in ruleset.rules:
+        summary, rule_warnings = _summarize(rule)
+        summaries.append(summary)
+        warnings.extend(rule_warnings)
+    return ValidationReport(
+        files=tuple(str(f) for f in ruleset.files),
+        rules=tuple(summaries),
+        macros=len(ruleset.macros),
+        lists=len(ruleset.lists),
+        warnings=tuple(warnings),
+        errors=tuple(errors),
+    )
+
+
+def _summarize(rule: LoadedRule) -> tuple[RuleSummary, list[RuleWarning]]:
+    """Fields, unavailable fields and event types of a rule that passed the checks."""
+    warnings: list[RuleWarning] = []
+    fields: tuple[str, ...] = ()
+    unavailable: tuple[str, ...] = ()
+    types: tuple[str, ...] | None = None
+    everything = False
+    reason = "" if rule.applicable else rule.not_applicable_reason
+    tree = rule.ast
+    if rule.applicable and tree is not None:
+        fields = tuple(dict.fromkeys(f.text for f in ast.fields_of(tree)))
+        unavailable = tuple(dict.fromkeys(f.name for f in fields_needing_unavailable_data(tree)))
+        types = tuple(sorted(evttypes(tree)))
+        warning = too_many_evttypes_warning(
+            rule.name, event_codes(tree), warn_evttypes=rule.warn_evttypes, source=rule.origin
+        )
+        if warning is not None:
+            everything = True
+            warnings.append(warning)
+        if unavailable:
+            reason = "needs fields a syscall trace cannot supply: " + ", ".join(unavailable)
+    elif rule.applicable:
+        reason = "condition did not compile"
+    summary = RuleSummary(
+        name=rule.name, priority=rule.priority, source=rule.source, enabled=rule.enabled,
+        applicable=rule.applicable, reason=reason, origin=rule.origin, fields=fields,
+        unavailable_fields=unavailable, evttypes=types, all_evttypes=everything,
+        tags=tuple(rule.tags),
+    )
+    return summary, warnings
