@@ -67,7 +67,7 @@ class Column:
     """One trace column: a Falco field, its Arrow type, and where its value comes from."""
 
     name: str  # the Falco field name; also the Parquet column name
-    falco_type: str  # libsinsp PT_* type (container plugin types for container.* / k8s.*)
+    falco_type: str  # libsinsp PT_* type (the container plugin's types mapped to PT_*)
     arrow: pa.DataType
     origin: str = FROM_SYSDIG
     sysdig: str = ""  # the sysdig field printed for it on import ("" = same as name)
@@ -90,16 +90,16 @@ def _c(name: str, falco_type: str, arrow: pa.DataType, origin: str = FROM_SYSDIG
     return Column(name, falco_type, arrow, origin, sysdig, note)
 
 
-_ARG = "evt.arg*"  # the type fields-used.txt gives named arguments: a PT_CHARBUF rendering
-
-
 def _arg(name: str, note: str = "") -> Column:
-    return _c(f"evt.arg.{name}", _ARG, STR, note=note or "named argument as libsinsp renders it")
+    # evt.arg.X is libsinsp's `evt.arg` (PT_CHARBUF): the argument rendered as a string.
+    note = note or "named argument, as libsinsp renders it for filters"
+    return _c(f"evt.arg.{name}", "PT_CHARBUF", STR, note=note)
 
 
 EVT_COLUMNS = (
     _c("evt.num", "PT_UINT64", I64, note="event number in the capture; rows are sorted by it"),
-    _c("evt.time", "PT_ABSTIME", TIME_NS, sysdig="evt.rawtime", note="ns since epoch, UTC"),
+    _c("evt.time", "PT_CHARBUF", TIME_NS, sysdig="evt.rawtime",
+       note="stored as the raw time (ns since epoch, UTC); Falco renders it as a time string"),
     _c("evt.type", "PT_CHARBUF", STR),
     _c("evt.dir", "PT_CHARBUF", STR, note="'>' enter, '<' exit; both are kept"),
     _c("evt.category", "PT_CHARBUF", STR),
@@ -107,13 +107,13 @@ EVT_COLUMNS = (
     _c("evt.res", "PT_CHARBUF", STR, note="SUCCESS or an errno name; null on enter events"),
     _c("evt.rawres", "PT_INT64", I64),
     _c("evt.failed", "PT_BOOL", BOOL),
-    _c("evt.args", "PT_CHARBUF", TEXT, note="all arguments as one string (buffers in base64)"),
+    _c("evt.args", "PT_CHARBUF", TEXT, note="all arguments as one string, as Falco prints them"),
     _c("evt.buffer", "PT_BYTEBUF", pa.binary(), note="I/O data as captured (snaplen-limited)"),
     _c("evt.is_open_read", "PT_BOOL", BOOL),
     _c("evt.is_open_write", "PT_BOOL", BOOL),
     _c("evt.is_open_exec", "PT_BOOL", BOOL),
-    _arg("cmd"), _arg("domain"), _arg("type"), _arg("proto"), _arg("fd", "fd argument, resolved "
-         "as libsinsp renders it (e.g. '<f>/etc/passwd') or an errno name"),
+    _arg("cmd"), _arg("domain"), _arg("type"), _arg("proto"),
+    _arg("fd", "as libsinsp resolves it: '<f>/etc/passwd', '<4t>1.2.3.4:5->...', or an errno"),
     _arg("filename"), _arg("flags", "flag names joined by '|'"), _arg("linkpath"), _arg("mode"),
     _arg("name"), _arg("newpath"), _arg("oldpath"), _arg("path"), _arg("request"),
     _arg("target"), _arg("uid"), _arg("gid"),
@@ -199,19 +199,20 @@ FD_COLUMNS = (
 )
 
 CONTAINER_COLUMNS = (
-    _c("container.id", "string", STR, note="'host' outside containers"),
-    _c("container.name", "string", STR),
-    _c("container.type", "string", STR),
-    _c("container.image", "string", STR),
-    _c("container.image.id", "string", STR),
-    _c("container.image.repository", "string", STR),
-    _c("container.image.tag", "string", STR),
-    _c("container.image.digest", "string", STR),
-    _c("container.privileged", "bool", BOOL),
-    _c("container.mounts", "string", STR, note="source:dest:mode:rdrw:propagation, comma-joined"),
-    _c("container.start_ts", "abstime", I64, LIVE_ONLY),
-    _c("k8s.ns.name", "string", STR),
-    _c("k8s.pod.name", "string", STR),
+    _c("container.id", "PT_CHARBUF", STR, note="'host' outside containers"),
+    _c("container.name", "PT_CHARBUF", STR),
+    _c("container.type", "PT_CHARBUF", STR),
+    _c("container.image", "PT_CHARBUF", STR),
+    _c("container.image.id", "PT_CHARBUF", STR),
+    _c("container.image.repository", "PT_CHARBUF", STR),
+    _c("container.image.tag", "PT_CHARBUF", STR),
+    _c("container.image.digest", "PT_CHARBUF", STR),
+    _c("container.privileged", "PT_BOOL", BOOL),
+    _c("container.mounts", "PT_CHARBUF", STR,
+       note="source:dest:mode:rdrw:propagation items, comma-joined"),
+    _c("container.start_ts", "PT_ABSTIME", I64, LIVE_ONLY),
+    _c("k8s.ns.name", "PT_CHARBUF", STR),
+    _c("k8s.pod.name", "PT_CHARBUF", STR),
 )
 
 COLUMNS: tuple[Column, ...] = (
