@@ -1,0 +1,214 @@
+"""Write a trace file: Arrow batches in, one finished Parquet file out, or nothing at all.
+
+Used by `capture import` now and by live capture later. The writer
+- buffers batches into row groups of `row_group_rows` (sized so a reader can stream a trace one
+  row group at a time, and so memory stays bounded while writing);
+- keeps rows sorted by `evt.num` (each row group is sorted; row groups must not overlap, which the
+  producer guarantees: sysdig and the live poller both emit in event order);
+- writes to `<dst>.tmp` with mode 0600 (traces hold command lines, environments and I/O data) and
+  renames it over `dst` only when `close()` succeeds: a reader never sees a half-written trace;
+- puts the footer metadata (`TraceMeta`: counts, time range, drops) in place at `close()`, when the
+  counts are known.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from schemas.trace import SORT_COLUMN, TraceError, TraceMeta, arrow_schema
+
+DEFAULT_ROW_GROUP_ROWS = 64 * 1024
+COMPRESSION = "zstd"
+# zstd's own default level: most of the ratio of the higher levels at a fraction of the cost.
+COMPRESSION_LEVEL = 3
+
+
+class TraceWriteError(TraceError):
+    """The trace file could not be written (disk full, permissions, bad batch from a producer)."""
+
+
+class TraceWriter:
+    """Stream event batches into a Parquet trace; use as a context manager.
+
+    Leaving the `with` block without calling `close(...)`, or with an exception, removes the
+    temporary file and leaves any existing `dst` untouched.
+    """
+
+    def __init__(self, dst: Path | str, meta: TraceMeta,
+                 row_group_rows: int = DEFAULT_ROW_GROUP_ROWS) -> None:
+        self.dst = Path(dst)
+        self.tmp = self.dst.with_name(self.dst.name + ".tmp")
+        self.meta = meta
+        self.row_group_rows = row_group_rows
+        self.schema = arrow_schema()
+        self.events = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._last_num: int | None = None
+        self._time_range: tuple[int, int] | None = None
+        self._file: IO[bytes] | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self.closed = False
+
+    @property
+    def rows(self) -> int:
+        """Events accepted so far (written or still buffered)."""
+        return self.events + self._pending_rows
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if not self.closed:
+            self.abort()
+
+    def write(self, batch: pa.Table | pa.RecordBatch) -> None:
+        """Add events (columns by name; missing columns become null, extra ones are an error)."""
+        table = _conform(batch, self.schema)
+        if table.num_rows == 0:
+            return
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= self.row_group_rows:
+            self._flush()
+
+    def close(self, drops: dict[str, int] | None = None, dropped: int | None = None,
+              options: dict[str, Any] | None = None) -> TraceMeta:
+        """Finish the file: last row group, footer metadata, fsync, rename. Returns the metadata.
+
+        `drops` are the capture's drop counters (their sum is `dropped` unless given); with neither,
+        `dropped` stays as the initial metadata says (None = unknown, as for imports). `options`
+        replaces the capture options when given (e.g. to record how the capture ended).
+        """
+        self._flush(final=True)
+        if self._writer is None:
+            self._open()  # an empty trace is still a valid file
+        if drops is not None and dropped is None:
+            dropped = sum(drops.values())
+        start, end = self._time_range or (None, None)
+        meta = dataclasses.replace(
+            self.meta, events=self.events, capture_start_ns=start, capture_end_ns=end,
+            drops=drops if drops is not None else self.meta.drops,
+            dropped=dropped if dropped is not None else self.meta.dropped,
+            options=options if options is not None else self.meta.options,
+        )
+        assert self._writer is not None and self._file is not None
+        try:
+            self._writer.add_key_value_metadata(meta.to_kv())
+            self._writer.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self.tmp, self.dst)
+        except OSError as exc:
+            self.abort()
+            raise TraceWriteError(f"Could not finish the trace {self.dst}: {exc}.") from exc
+        self.closed = True
+        self.meta = meta
+        return meta
+
+    def abort(self) -> None:
+        """Drop everything written so far (the temporary file); `dst` is not touched."""
+        self.closed = True
+        for closer in (self._writer, self._file):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    closer.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a stale .tmp from a crashed run keeps its old mode otherwise
+        except OSError as exc:
+            raise TraceWriteError(
+                f"Cannot create the trace file {self.tmp}: {exc.strerror}."
+            ) from exc
+        self._file = os.fdopen(fd, "wb")
+        self._writer = pq.ParquetWriter(
+            self._file, self.schema, compression=COMPRESSION,
+            compression_level=COMPRESSION_LEVEL, use_dictionary=True, write_statistics=True,
+            sorting_columns=[pq.SortingColumn(self.schema.get_field_index(SORT_COLUMN))],
+        )
+
+    def _flush(self, final: bool = False) -> None:
+        """Write the pending rows as full row groups; at the end, the remainder too."""
+        if not self._pending:
+            return
+        table = self._sorted(pa.concat_tables(self._pending))
+        keep = 0 if final else table.num_rows % self.row_group_rows
+        done, rest = table.slice(0, table.num_rows - keep), table.slice(table.num_rows - keep)
+        self._pending, self._pending_rows = ([rest], keep) if keep else ([], 0)
+        if done.num_rows == 0:
+            return
+        if self._writer is None:
+            self._open()
+        assert self._writer is not None
+        try:
+            self._writer.write_table(done, row_group_size=self.row_group_rows)
+        except OSError as exc:
+            raise TraceWriteError(f"Could not write the trace {self.tmp}: {exc}.") from exc
+        self.events += done.num_rows
+        self._last_num = done.column(SORT_COLUMN)[-1].as_py()
+        self._track_time(done)
+
+    def _sorted(self, table: pa.Table) -> pa.Table:
+        nums = table.column(SORT_COLUMN)
+        if nums.null_count:
+            raise TraceWriteError(f"Every event needs {SORT_COLUMN}; a batch has nulls.")
+        if not _is_sorted(nums):
+            table = table.sort_by(SORT_COLUMN)
+            nums = table.column(SORT_COLUMN)
+        first = nums[0].as_py()
+        if self._last_num is not None and first <= self._last_num:
+            raise TraceWriteError(
+                f"Events must arrive in {SORT_COLUMN} order: got {first} after {self._last_num}."
+            )
+        return table
+
+    def _track_time(self, table: pa.Table) -> None:
+        bounds = pc.min_max(table.column("evt.time"))
+        lo, hi = bounds["min"].value, bounds["max"].value
+        if lo is None or hi is None:
+            return
+        if self._time_range is not None:
+            lo, hi = min(lo, self._time_range[0]), max(hi, self._time_range[1])
+        self._time_range = (lo, hi)
+
+
+def _is_sorted(nums: pa.ChunkedArray) -> bool:
+    if len(nums) < 2:
+        return True
+    flat = nums.combine_chunks()
+    return bool(pc.all(pc.greater(flat[1:], flat[:-1])).as_py())
+
+
+def _conform(batch: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table:
+    """Order, fill (nulls) and cast the batch's columns to the trace schema."""
+    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    if table.schema.equals(schema):
+        return table  # the importer's batches already conform: skip the per-column checks
+    extra = set(table.column_names) - set(schema.names)
+    if extra:
+        raise TraceWriteError(f"Columns not in the trace schema: {', '.join(sorted(extra))}.")
+    columns = []
+    for fld in schema:
+        if fld.name in table.column_names:
+            col = table.column(fld.name)
+            columns.append(col if col.type == fld.type else col.cast(fld.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, fld.type))
+    return pa.Table.from_arrays(columns, schema=schema)
