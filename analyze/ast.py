@@ -14,6 +14,7 @@ Node kinds (the complete set, `NODE_TYPES` below; a test makes every back end ha
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -172,7 +173,7 @@ _NEEDS_QUOTES = set(" \t\n\r\b\f\"'(),=[]\\")
 
 def quote(value: str) -> str:
     """Render a value so the parser reads it back unchanged (libsinsp's escape_str rules)."""
-    if value and not (_NEEDS_QUOTES & set(value)):
+    if value and not any(c in _NEEDS_QUOTES or c.isspace() for c in value):
         return value
     escaped = (
         value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -196,9 +197,11 @@ def to_text(node: Node) -> str:
         case Or(items=items):
             return "(" + " or ".join(to_text(i) for i in items) + ")"
         case Not(item=item):
-            return f"not {to_text(item)}"
+            # `not not x` would read back as x (the parser folds repeated nots): keep the nesting.
+            inner = to_text(item)
+            return f"not ({inner})" if isinstance(item, Not) else f"not {inner}"
         case MacroRef(name=name):
-            return name
+            return f"({name})" if name in ("not", "and", "or") else name
         case Field():
             return node.name if node.arg is None else f"{node.name}[{quote(node.arg)}]"
         case Literal(value=value):
@@ -206,9 +209,9 @@ def to_text(node: Node) -> str:
         case ValueList(values=values):
             return "(" + ", ".join(quote(v.value) for v in values) + ")"
         case TransformerList(items=items):
-            return "(" + ", ".join(to_text(i) for i in items) + ")"
+            return "(" + ", ".join(_arg_text(i) for i in items) + ")"
         case Transformer(name=name, args=args):
-            return f"{name}(" + ", ".join(to_text(a) for a in args) + ")"
+            return f"{name}(" + ", ".join(_arg_text(a) for a in args) + ")"
         case Val(field=f):
             return f"val({to_text(f)})"
         case UnaryCheck(left=left, op=op, modifier=mod):
@@ -216,6 +219,23 @@ def to_text(node: Node) -> str:
         case BinaryCheck(left=left, op=op, right=right, modifier=mod):
             return " ".join(x for x in (to_text(left), mod, op, to_text(right)) if x)
     raise TypeError(f"to_text: unknown node {type(node).__name__}")
+
+
+_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|[+\-]?[0-9]+\.?[0-9]*(?:[eE][+\-][0-9]+)?")
+
+
+def _arg_text(node: Node) -> str:
+    """Transformer arguments take numbers bare but strings only quoted (a bare word is a field)."""
+    if isinstance(node, Literal):
+        if not node.quoted and _NUMBER.fullmatch(node.value):
+            return node.value
+        return _force_quote(node.value)
+    return to_text(node)
+
+
+def _force_quote(value: str) -> str:
+    text = quote(value)
+    return text if text.startswith('"') else f'"{text}"'
 
 
 def to_dict(node: Node) -> dict[str, Any]:

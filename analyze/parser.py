@@ -67,12 +67,12 @@ LOADER_MAX_DEPTH = 1000  # what Falco's rule loader sets for rule conditions
 
 _BLANKS = " \t\b\r\n"
 _RE_NOT_BLANK = re.compile(r"not[ \t\n\r\f\v]+")
-_RE_IDENTIFIER = re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*")
-_RE_FIELD_NAME = re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*(?:\.[a-zA-Z]+[a-zA-Z0-9_]*)+")
-_RE_FIELD_ARG_BARE = re.compile(r"[^\]\[\"' \t\n\r\f\v]+")
+_RE_IDENTIFIER = re.compile(r"[a-zA-Z][a-zA-Z0-9_]*+")
+_RE_FIELD_NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9_]*+(?:\.[a-zA-Z][a-zA-Z0-9_]*+)++")
+_RE_FIELD_ARG_BARE = re.compile(r"[^\]\[\"' \t\n\r\f\v]++")
 _RE_HEX = re.compile(r"0[xX][0-9a-fA-F]+")
-_RE_NUMBER = re.compile(r"[+\-]?[0-9]+\.?[0-9]*(?:[eE][+\-][0-9]+)?")
-_RE_BARE = re.compile(r"[^()\"' \t\n\r\f\v=,]+")
+_RE_NUMBER = re.compile(r"[+\-]?[0-9]++\.?[0-9]*+(?:[eE][+\-][0-9]++)?")
+_RE_BARE = re.compile(r"[^()\"' \t\n\r\f\v=,]++")
 
 # Order matters: libsinsp tries them in this order and takes the first prefix that matches.
 # A trailing space marks operators that must be followed by a blank.
@@ -175,7 +175,13 @@ class _Parser:
         self.last = m.group(0)
         return self.last
 
-    def operator(self, ops: tuple[str, ...]) -> str | None:
+    def operator(self, ops: tuple[str, ...], *, rewind: bool = False) -> str | None:
+        """The first of `ops` at the cursor; a trailing space in `ops` means "needs a blank".
+
+        Like libsinsp, a word operator found without its blank ends the search *without
+        stepping back*: `proc.name globin (a)` reads as `proc.name in (a)` in Falco too.
+        `rewind` undoes that for our own extensions (modifiers), which must not change parsing.
+        """
         for op in ops:
             if not op.endswith(" "):
                 if self.lit(op):
@@ -185,7 +191,10 @@ class _Parser:
             if self.lit(op[:-1]):
                 if self.blank():
                     return op[:-1]
-                self.i = start  # the word is a prefix of something else: not this operator
+                if rewind:
+                    self.i = start
+                    continue
+                return None
         return None
 
     def quoted(self) -> str | None:
@@ -354,8 +363,9 @@ class _Parser:
     def parse_condition(self, left: ast.Operand, pos: int) -> ast.Expr:
         self.enter()
         self.blank()
-        modifier = self.operator(_MODIFIERS)
+        modifier = self.operator(_MODIFIERS, rewind=True)
         self.blank()
+        op_start = self.i  # errors point here even when libsinsp's lexer moved past a word
         result: ast.Expr
         if self.operator(("exists",)):
             result = ast.UnaryCheck(left, "exists", modifier, pos=pos)
@@ -367,7 +377,7 @@ class _Parser:
             result = ast.BinaryCheck(left, op, self.parse_list_value(), modifier, pos=pos)
         else:
             ops = ", ".join(f"'{o}'" for o in ast.OPERATORS)
-            raise self.error(f"expected a valid check operator: one of {ops}")
+            raise self.error(f"expected a valid check operator: one of {ops}", at=op_start)
         self.leave()
         return result
 
