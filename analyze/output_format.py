@@ -15,6 +15,11 @@ from analyze.errors import Position, RuleResolveError
 _TOKEN = re.compile(r"%([a-zA-Z][a-zA-Z0-9_]*(?:\.[a-zA-Z0-9_]+)*)(\[[^\]]*\])?")
 
 
+# Output-only tokens Falco expands itself rather than extracting: `%container.info` stands for the
+# container's id and name (analyze.alerts expands it).
+PSEUDO_FIELDS = frozenset({"container.info"})
+
+
 @dataclass(frozen=True)
 class OutputToken:
     """A field reference in an output: `%proc.aname[2]` -> name 'proc.aname', arg '2'."""
@@ -43,6 +48,8 @@ def check_output(output: str) -> list[RuleResolveError]:
 
     errors = []
     for tok in output_tokens(output):
+        if tok.name in PSEUDO_FIELDS:
+            continue
         if lookup(tok.name, tok.arg) is None:
             errors.append(RuleResolveError(
                 f"invalid formatting token {tok.text}", text=output,

@@ -63,6 +63,7 @@ def connect(trace: Trace) -> duckdb.DuckDBPyConnection:
         con.execute(f"SET allowed_paths = {_sql_list(files)}")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
+        con.execute("SET enable_progress_bar = false")  # our CLI draws its own output
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except duckdb.Error as exc:

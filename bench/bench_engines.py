@@ -5,7 +5,7 @@ replicating it (evt.num and evt.time shifted per copy, so every row is distinct 
 then, each in a fresh process so peak memory is its own:
 - `sql` and `replay`: run every applicable upstream stable rule (plus rules/) with rule_matching
   "all", print events/s and peak RSS;
-- `sysdig -r k8s.scap -p %evt.num FILTER`: one Falco-like filter over the original capture, events/s.
+- `sysdig -r k8s.scap -p %evt.num FILTER`: one Falco-like filter over the original capture.
 
 Usage (from the repository root):
     .venv/bin/python bench/bench_engines.py [--events 10000000] [--work /tmp/sysreplay-bench]
