@@ -1,0 +1,273 @@
+"""Render the capture's BPF C text (capture/bpf_program.c) from options: a pure function.
+
+The template's `@NAME@` placeholders are filled here and nowhere else, so what the kernel runs
+can be printed (`capture record --print-bpf`) and tested without root. This module also owns the
+syscall table the program is rendered from: each syscall's number and which of its arguments
+point at user memory the exit probe must copy (paths, sockaddrs, small structs). The userspace
+decoder reads the record items back with the same table.
+
+Only x86_64 syscall numbers are known for now; `arch_supported()` says so before anything loads.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMPLATE_PATH = Path(__file__).with_name("bpf_program.c")
+PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
+SUPPORTED_ARCH = "x86_64"
+TASK_COMM_LEN = 16
+N_ITEMS = 4  # payload items per record (N_ITEMS in the C)
+
+# Item kinds: what one payload item of a record holds.
+STR = "str"  # a NUL-terminated user string (path, name)
+SOCKADDR = "sockaddr"  # a sockaddr whose length is another argument
+SOCKADDR_PTRLEN = "sockaddr_ptrlen"  # a sockaddr whose length is in user memory (accept)
+BYTES = "bytes"  # a fixed-size user struct (open_how, clone_args)
+LOCAL = "local"  # the local endpoint of a TCP connect (from sock:inet_sock_set_state)
+
+
+class RenderError(ValueError):
+    """Options the program cannot be rendered from; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One payload item: what it is and which syscall argument(s) it comes from."""
+
+    kind: str
+    arg: int = -1  # the argument holding the pointer
+    size_arg: int = -1  # SOCKADDR: the length argument; SOCKADDR_PTRLEN: the length pointer
+    size: int = 0  # BYTES: how many bytes
+
+
+@dataclass(frozen=True)
+class SyscallSpec:
+    name: str
+    nr: int
+    items: tuple[Item, ...] = ()
+
+
+def _s(*args: int) -> tuple[Item, ...]:
+    return tuple(Item(STR, a) for a in args)
+
+
+# x86_64 numbers (asm/unistd_64.h). Items are read at sys_exit from the stashed entry arguments.
+SYSCALLS: tuple[SyscallSpec, ...] = (
+    SyscallSpec("open", 2, _s(0)),
+    SyscallSpec("openat", 257, _s(1)),
+    SyscallSpec("openat2", 437, (Item(STR, 1), Item(BYTES, 2, size=24))),
+    SyscallSpec("creat", 85, _s(0)),
+    SyscallSpec("close", 3),
+    SyscallSpec("dup", 32),
+    SyscallSpec("dup2", 33),
+    SyscallSpec("dup3", 292),
+    SyscallSpec("socket", 41),
+    SyscallSpec("connect", 42, (Item(SOCKADDR, 1, 2), Item(LOCAL))),
+    SyscallSpec("bind", 49, (Item(SOCKADDR, 1, 2),)),
+    SyscallSpec("listen", 50),
+    SyscallSpec("accept", 43, (Item(SOCKADDR_PTRLEN, 1, 2),)),
+    SyscallSpec("accept4", 288, (Item(SOCKADDR_PTRLEN, 1, 2),)),
+    SyscallSpec("sendto", 44, (Item(SOCKADDR, 4, 5),)),
+    SyscallSpec("clone", 56),
+    SyscallSpec("clone3", 435, (Item(BYTES, 0, size=8),)),
+    SyscallSpec("fork", 57),
+    SyscallSpec("vfork", 58),
+    SyscallSpec("execve", 59),
+    SyscallSpec("execveat", 322),
+    SyscallSpec("chdir", 80, _s(0)),
+    SyscallSpec("fchdir", 81),
+    SyscallSpec("rename", 82, _s(0, 1)),
+    SyscallSpec("renameat", 264, _s(1, 3)),
+    SyscallSpec("renameat2", 316, _s(1, 3)),
+    SyscallSpec("mkdir", 83, _s(0)),
+    SyscallSpec("mkdirat", 258, _s(1)),
+    SyscallSpec("rmdir", 84, _s(0)),
+    SyscallSpec("link", 86, _s(0, 1)),
+    SyscallSpec("linkat", 265, _s(1, 3)),
+    SyscallSpec("unlink", 87, _s(0)),
+    SyscallSpec("unlinkat", 263, _s(1)),
+    SyscallSpec("symlink", 88, _s(0, 1)),
+    SyscallSpec("symlinkat", 266, _s(0, 2)),
+    SyscallSpec("chmod", 90, _s(0)),
+    SyscallSpec("fchmod", 91),
+    SyscallSpec("fchmodat", 268, _s(1)),
+    SyscallSpec("fchmodat2", 452, _s(1)),
+    SyscallSpec("ptrace", 101),
+    SyscallSpec("setuid", 105),
+    SyscallSpec("setgid", 106),
+    SyscallSpec("setreuid", 113),
+    SyscallSpec("setregid", 114),
+    SyscallSpec("setresuid", 117),
+    SyscallSpec("setresgid", 119),
+    SyscallSpec("pivot_root", 155, _s(0, 1)),
+    SyscallSpec("mount", 165, _s(0, 1, 2)),
+    SyscallSpec("umount2", 166, _s(0)),
+    SyscallSpec("init_module", 175, (Item(STR, 2),)),
+    SyscallSpec("finit_module", 313, (Item(STR, 1),)),
+    SyscallSpec("unshare", 272),
+    SyscallSpec("setns", 308),
+    SyscallSpec("memfd_create", 319, _s(0)),
+    SyscallSpec("bpf", 321),
+    SyscallSpec("userfaultfd", 323),
+)
+SYSCALL_BY_NAME: dict[str, SyscallSpec] = {s.name: s for s in SYSCALLS}
+SYSCALL_BY_NR: dict[int, SyscallSpec] = {s.nr: s for s in SYSCALLS}
+
+# What the rules need (upstream stable + incubating and ours, see rule-evttypes.tsv), plus what
+# keeps the process and fd tables right (fork/clone, close, dup, chdir, memfd_create). Left out:
+# the I/O calls sendto/sendmsg/recvfrom/recvmsg, whose volume is that of the traffic itself.
+DEFAULT_SYSCALLS: tuple[str, ...] = tuple(s.name for s in SYSCALLS if s.name != "sendto")
+PRESETS: dict[str, tuple[str, ...]] = {
+    "default": DEFAULT_SYSCALLS,
+    "exec": ("execve", "execveat", "clone", "clone3", "fork", "vfork", "chdir", "fchdir"),
+    "all": tuple(s.name for s in SYSCALLS),
+}
+
+
+@dataclass(frozen=True)
+class ProgramOptions:
+    """Everything the rendered C depends on."""
+
+    syscalls: tuple[str, ...]
+    self_tgid: int  # the capture's own process, excluded in the kernel
+    pids: tuple[int, ...] = ()  # only these processes (tgids); () = all
+    comms: tuple[str, ...] = ()  # only these command names (comm, 15 chars); () = all
+    ringbuf_pages: int = 8192  # ring buffer size in pages (power of two): 32 MiB of 4 KiB pages
+    stash_entries: int = 65536  # threads that can be inside a selected syscall at once
+    path_slot: int = 4096  # most bytes kept of one path (NUL included)
+    arg_slot: int = 1024  # most bytes kept of one argv entry
+    max_args: int = 32  # most argv entries kept
+    scratch_half: int = 8192  # half the per-CPU scratch buffer (power of two)
+    has_group_dead: bool = True  # feature: sched_process_exit has `group_dead`
+    local_endpoints: bool = True  # feature: sock:inet_sock_set_state exists
+
+
+def resolve_syscalls(preset: str = "default", extra: Iterable[str] = (),
+                     only: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The syscall names to record: `only` if given, else the preset plus `extra`."""
+    if only is not None:
+        names = list(only)
+    else:
+        if preset not in PRESETS:
+            raise RenderError(f"Unknown syscall preset {preset!r}; known: {', '.join(PRESETS)}.")
+        names = [*PRESETS[preset], *extra]
+    unknown = [n for n in names if n not in SYSCALL_BY_NAME]
+    if unknown:
+        raise RenderError(
+            f"Cannot record {', '.join(sorted(set(unknown)))}: capture knows "
+            f"{', '.join(sorted(SYSCALL_BY_NAME))}."
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def arch_supported(machine: str | None = None) -> bool:
+    return (machine or platform.machine()) == SUPPORTED_ARCH
+
+
+def render(options: ProgramOptions, template: str | None = None) -> str:
+    """The C text for `options` (the template defaults to capture/bpf_program.c)."""
+    _check(options)
+    text = TEMPLATE_PATH.read_text() if template is None else template
+    values = placeholder_values(options)
+    missing = sorted(set(PLACEHOLDER.findall(text)) - set(values))
+    if missing:
+        raise RenderError(f"The BPF template has unfilled placeholders: {', '.join(missing)}.")
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def placeholder_values(options: ProgramOptions) -> dict[str, str]:
+    specs = [SYSCALL_BY_NAME[n] for n in options.syscalls]
+    return {
+        "SCRATCH_HALF": str(options.scratch_half),
+        "PATH_SLOT": str(options.path_slot),
+        "ARG_SLOT": str(options.arg_slot),
+        "MAX_ARGS": str(options.max_args),
+        "SELF_TGID": str(options.self_tgid),
+        "NR_EXECVE": str(SYSCALL_BY_NAME["execve"].nr),
+        "NR_EXECVEAT": str(SYSCALL_BY_NAME["execveat"].nr),
+        "HAS_GROUP_DEAD": "1" if options.has_group_dead else "0",
+        "LOCAL_ENDPOINTS": "1" if options.local_endpoints else "0",
+        "STASH_ENTRIES": str(options.stash_entries),
+        "RINGBUF_PAGES": str(options.ringbuf_pages),
+        "SYSCALL_CASES": "\n".join(f"    case {s.nr}: /* {s.name} */" for s in specs),
+        "TASK_FILTER": render_task_filter(options.pids, options.comms),
+        "ITEM_CASES": "\n".join(c for s in specs if (c := render_item_case(s, options))),
+    }
+
+
+def render_item_case(spec: SyscallSpec, options: ProgramOptions) -> str:
+    """The `case` of the exit probe's switch that reads `spec`'s items ("" if it has none)."""
+    lines = [_item_call(i, item) for i, item in enumerate(spec.items)
+             if item.kind != LOCAL or options.local_endpoints]
+    if not lines:
+        return ""
+    body = "".join(f"        {line}\n" for line in lines)
+    return f"    case {spec.nr}: /* {spec.name} */\n{body}        break;"
+
+
+def _item_call(index: int, item: Item) -> str:
+    if item.kind == STR:
+        return f"off = put_str(buf, off, {index}, s.args[{item.arg}]);"
+    if item.kind == SOCKADDR:
+        return f"off = put_bytes(buf, off, {index}, s.args[{item.arg}], s.args[{item.size_arg}]);"
+    if item.kind == SOCKADDR_PTRLEN:
+        return (f"off = put_sockaddr_ptrlen(buf, off, {index}, s.args[{item.arg}], "
+                f"s.args[{item.size_arg}]);")
+    if item.kind == BYTES:
+        return f"off = put_bytes(buf, off, {index}, s.args[{item.arg}], {item.size});"
+    if item.kind == LOCAL:
+        return f"off = put_local(buf, off, {index}, tid);"
+    raise RenderError(f"Unknown item kind {item.kind!r}.")
+
+
+def render_task_filter(pids: tuple[int, ...], comms: tuple[str, ...]) -> str:
+    """C statements (inside `task_selected(u32 tgid)`) that return 0 for unselected tasks."""
+    parts: list[str] = []
+    if pids:
+        cases = " ".join(f"case {p}:" for p in sorted(set(pids)))
+        parts.append(f"    switch (tgid) {{ {cases} break; default: return 0; }}")
+    if comms:
+        tests = " |\n        ".join(_comm_test(c) for c in dict.fromkeys(comms))
+        parts.append("    char comm[16] = {};\n"
+                     "    bpf_get_current_comm(&comm, sizeof(comm));\n"
+                     f"    if (!({tests}))\n        return 0;")
+    return "\n".join(parts)
+
+
+def _comm_test(name: str) -> str:
+    """1 when the kernel's comm (truncated to 15 bytes, NUL-terminated) is `name`, else 0.
+
+    Branch-free (xor/or, no &&): every branch here would multiply the verifier's states through
+    the rest of the entry probe, and a few names were enough to exceed its limit."""
+    raw = name.encode()[: TASK_COMM_LEN - 1] + b"\0"
+    return "((" + " | ".join(f"(comm[{i}] ^ {b})" for i, b in enumerate(raw)) + ") == 0)"
+
+
+def _check(options: ProgramOptions) -> None:
+    if not options.syscalls:
+        raise RenderError("No syscalls selected: give a preset or a list of syscalls.")
+    resolve_syscalls(only=options.syscalls)
+    for name in ("ringbuf_pages", "scratch_half"):
+        value = getattr(options, name)
+        if value <= 0 or value & (value - 1):
+            raise RenderError(f"{name} must be a power of two, not {value}.")
+    if not 16 <= options.path_slot <= options.scratch_half // 2:
+        raise RenderError(
+            f"path_slot must be between 16 and {options.scratch_half // 2} (half the scratch "
+            f"half), not {options.path_slot}."
+        )
+    if not 16 <= options.arg_slot <= options.scratch_half // 2:
+        raise RenderError(f"arg_slot must be between 16 and {options.scratch_half // 2}.")
+    if not 0 <= options.max_args <= 256:
+        raise RenderError(f"max_args must be between 0 and 256, not {options.max_args}.")
+    if options.stash_entries < 1:
+        raise RenderError("stash_entries must be positive.")
+    if any(p <= 0 for p in options.pids):
+        raise RenderError("Process ids in the pid filter must be positive.")
+    if any(not c or "\0" in c for c in options.comms):
+        raise RenderError("Command names in the comm filter must be non-empty.")

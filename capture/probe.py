@@ -1,0 +1,284 @@
+"""Load the capture program, read its ring buffer, and decode records in bulk.
+
+- `detect_features` looks at tracefs (feature checks, never kernel versions) to decide what the
+  rendered program may use.
+- `Probe` compiles the rendered C with BCC (its TRACEPOINT_PROBEs attach themselves), and reads
+  the kernel's drop counters.
+- `RingReader` maps the BPF ring buffer into this process and consumes it directly: one copy of
+  everything the kernel has committed since the last read, no per-record callback through ctypes
+  (BCC's `open_ring_buffer` costs a Python call per record). The program emits without wakeups
+  and the reader polls on a timer.
+- `decode` walks a chunk of ring-buffer frames and unpacks each record with one precompiled
+  `struct` call; payload items stay `bytes` until enrichment needs them.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from capture.bpf_render import ProgramOptions, render
+from schemas.trace import TraceError
+
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+BCC_CFLAGS = ["-Wno-ignored-attributes"]  # Debian's cloud headers carry nocf_check (IBT)
+
+REC_SYSCALL = 1
+REC_EXEC_ARGS = 2
+REC_FORK = 3
+REC_EXIT = 4
+
+# Counter indexes of the C program (CNT_*), by the name they get in the trace's drop counters.
+COUNTERS = {"ringbuf_full": 0, "stash_full": 1, "no_scratch": 2}
+
+# struct rec_hdr: ts, cgroup_id, ret, args[6], tgid, tid, uid, gid, kind, nr, cpu, len[4], pad,
+# comm[16]
+HEADER = struct.Struct("<QQq6QIIIIHHH4HH16s")
+assert HEADER.size == 120
+
+_FRAME = struct.Struct("<I")
+_BUSY = 1 << 31
+_DISCARD = 1 << 30
+_LEN_MASK = _DISCARD - 1
+_FRAME_HEADER = 8
+
+
+class ProbeError(TraceError):
+    """The capture program could not be compiled, loaded or attached; the message says why.
+    (A TraceError like every capture error, so the CLI prints it as one message.)"""
+
+
+@dataclass(frozen=True)
+class Features:
+    """What this kernel's tracepoints offer beyond the minimum."""
+
+    has_group_dead: bool  # sched_process_exit tells whether the whole process is gone
+    local_endpoints: bool  # sock:inet_sock_set_state exists (local address of TCP connects)
+
+
+class Record(NamedTuple):
+    """One decoded record (see struct rec_hdr in bpf_program.c)."""
+
+    kind: int
+    nr: int
+    ts: int  # CLOCK_MONOTONIC ns
+    cgroup_id: int
+    ret: int
+    args: tuple[int, int, int, int, int, int]
+    tgid: int
+    tid: int
+    uid: int
+    gid: int
+    cpu: int
+    comm: str
+    items: tuple[bytes, ...]
+
+
+def tracefs_root(candidates: tuple[Path, ...] = TRACEFS_CANDIDATES) -> Path | None:
+    """The mounted tracefs (the directory holding `events/`), or None."""
+    return next((p for p in candidates if (p / "events").is_dir()), None)
+
+
+def tracepoint_fields(tracefs: Path, category: str, event: str) -> frozenset[str] | None:
+    """The field names of a tracepoint (from its `format` file), or None if it does not exist."""
+    try:
+        text = (tracefs / "events" / category / event / "format").read_text()
+    except OSError:
+        return None
+    names = set()
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("field:"):
+            decl = line[len("field:"):].split(";", 1)[0].strip()
+            names.add(decl.split("[", 1)[0].split()[-1])
+    return frozenset(names)
+
+
+def detect_features(tracefs: Path) -> Features:
+    exit_fields = tracepoint_fields(tracefs, "sched", "sched_process_exit") or frozenset()
+    sock = tracepoint_fields(tracefs, "sock", "inet_sock_set_state") or frozenset()
+    return Features(
+        has_group_dead="group_dead" in exit_fields,
+        local_endpoints={"newstate", "sport", "saddr", "saddr_v6", "protocol"} <= sock,
+    )
+
+
+# ---- decoding -------------------------------------------------------------------------------
+
+def decode(chunk: bytes, comms: dict[bytes, str] | None = None) -> tuple[list[Record], int]:
+    """Decode the committed records at the start of `chunk` (ring-buffer frames).
+
+    Returns the records and how many bytes they used; decoding stops at the first frame still
+    being written (busy) or cut off by the end of the chunk. `comms` caches comm decoding.
+    """
+    comms = {} if comms is None else comms
+    out: list[Record] = []
+    pos, end = 0, len(chunk)
+    unpack_frame, unpack = _FRAME.unpack_from, HEADER.unpack_from
+    while pos + _FRAME_HEADER <= end:
+        (word,) = unpack_frame(chunk, pos)
+        if word & _BUSY:
+            break
+        size = word & _LEN_MASK
+        nxt = pos + ((size + _FRAME_HEADER + 7) & ~7)
+        if nxt > end:
+            break
+        if not word & _DISCARD and size >= HEADER.size:
+            h = unpack(chunk, pos + _FRAME_HEADER)
+            out.append(_record(chunk, pos + _FRAME_HEADER + HEADER.size, h, comms))
+        pos = nxt
+    return out, pos
+
+
+def _record(chunk: bytes, at: int, h: tuple[Any, ...], comms: dict[bytes, str]) -> Record:
+    # h: ts, cgroup_id, ret, args[6] (3..8), tgid, tid, uid, gid, kind, nr, cpu, len[4] (16..19),
+    # pad, comm
+    raw_comm = h[21]
+    comm = comms.get(raw_comm)
+    if comm is None:
+        comm = comms[raw_comm] = raw_comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+    lens = h[16:20]
+    items: tuple[bytes, ...] = ()
+    if lens != _NO_ITEMS:
+        parts = []
+        for n in lens:
+            parts.append(chunk[at:at + n])
+            at += n
+        items = tuple(parts)
+    return _new_record(Record, (h[13], h[14], h[0], h[1], h[2], h[3:9], h[9], h[10], h[11],
+                                h[12], h[15], comm, items))
+
+
+_NO_ITEMS = (0, 0, 0, 0)
+# NamedTuple's own __new__ is a Python function; tuple.__new__ builds the same object 3x faster.
+_new_record = tuple.__new__
+
+
+# ---- the ring buffer ------------------------------------------------------------------------
+
+class RingReader:
+    """Consume a BPF ring buffer map (BPF_MAP_TYPE_RINGBUF) through mmap.
+
+    Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position (ours to write); from page
+    1, the producer position page, then the data area mapped twice in a row, so a record that
+    wraps around the end is still contiguous in our mapping.
+    """
+
+    def __init__(self, map_fd: int, size: int) -> None:
+        if size <= 0 or size & (size - 1) or size % mmap.PAGESIZE:
+            raise ProbeError(f"Ring buffer size {size} is not a power-of-two number of pages.")
+        page = mmap.PAGESIZE
+        self.size = size
+        self.mask = size - 1
+        self._data = page  # offset of the data area in the producer mapping
+        self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
+                               mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+                               offset=page)
+        self.bytes_read = 0
+
+    def pending(self) -> int:
+        """Bytes the kernel has reserved that we have not consumed."""
+        prod = struct.unpack_from("<Q", self._prod, 0)[0]
+        cons = struct.unpack_from("<Q", self._cons, 0)[0]
+        return int(prod - cons)
+
+    def read(self, max_bytes: int = 8 << 20) -> bytes:
+        """A copy of the frames committed since the last read (at most about `max_bytes`).
+
+        Call `consume(n)` with the bytes `decode` used before the next read.
+        """
+        cons = struct.unpack_from("<Q", self._cons, 0)[0]
+        prod = struct.unpack_from("<Q", self._prod, 0)[0]
+        n = min(prod - cons, max_bytes, self.size)
+        if n <= 0:
+            return b""
+        start = self._data + (cons & self.mask)
+        return self._prod[start:start + n]
+
+    def consume(self, n: int) -> None:
+        if n:
+            cons = struct.unpack_from("<Q", self._cons, 0)[0]
+            struct.pack_into("<Q", self._cons, 0, cons + n)
+            self.bytes_read += n
+
+    def records(self, comms: dict[bytes, str], max_bytes: int = 8 << 20) -> list[Record]:
+        """Read, decode and consume what is available."""
+        chunk = self.read(max_bytes)
+        if not chunk:
+            return []
+        records, used = decode(chunk, comms)
+        self.consume(used)
+        return records
+
+    def close(self) -> None:
+        self._cons.close()
+        self._prod.close()
+
+
+class Probe:
+    """The loaded capture program; use as a context manager (detaches on exit)."""
+
+    def __init__(self, options: ProgramOptions, text: str | None = None) -> None:
+        self.options = options
+        self.text = text if text is not None else render(options)
+        self._bpf: Any = None
+        self.ring: RingReader | None = None
+        self._comms: dict[bytes, str] = {}
+
+    def __enter__(self) -> Probe:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        try:
+            from bcc import BPF
+        except ImportError as exc:
+            raise ProbeError(
+                f"Cannot import BCC ({exc}). Install python3-bpfcc and use a virtualenv created "
+                "with --system-site-packages (scripts/setup.sh does both)."
+            ) from None
+        try:
+            self._bpf = BPF(text=self.text.encode(), cflags=BCC_CFLAGS)
+        except Exception as exc:  # BCC raises bare Exception for compile, load and attach
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ProbeError(
+                f"The capture program failed to compile, load or attach: {first}. "
+                "Run `capture doctor` to see what this machine lacks."
+            ) from None
+        table = self._bpf[b"events"]
+        self.ring = RingReader(table.map_fd, self.options.ringbuf_pages * mmap.PAGESIZE)
+
+    def poll(self, max_bytes: int = 8 << 20) -> list[Record]:
+        """The records committed since the last poll (never blocks)."""
+        assert self.ring is not None, "Probe.start() first"
+        return self.ring.records(self._comms, max_bytes)
+
+    def drain(self, max_bytes: int = 8 << 20) -> Iterator[list[Record]]:
+        """Poll what the kernel had sent when called (not what it sends meanwhile: under a
+        steady load the buffer is never empty)."""
+        assert self.ring is not None, "Probe.start() first"
+        target = self.ring.bytes_read + self.ring.pending()
+        while self.ring.bytes_read < target and (batch := self.poll(max_bytes)):
+            yield batch
+
+    def counters(self) -> dict[str, int]:
+        """The kernel-side drop counters, summed over CPUs."""
+        assert self._bpf is not None, "Probe.start() first"
+        table = self._bpf[b"counters"]
+        return {name: int(table.sum(table.Key(i)).value) for name, i in COUNTERS.items()}
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None

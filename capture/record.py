@@ -1,0 +1,414 @@
+"""`capture record`: run the probe, enrich its records, and write trace segments.
+
+The loop (one thread): poll the ring buffer -> decode -> enrich into a `RowBatch` -> every
+`flush_seconds`, turn the batch into Arrow and append it to the current segment's spool.
+
+Crash safety. A Parquet file is only readable once its footer is written, at the very end, so the
+live data goes first to a spool next to the segment (`<segment>.spool`, Arrow IPC stream, lz4,
+mode 0600), fsynced at every flush: `kill -9` loses at most the last flush interval, and
+`recover_spool()` turns what survived into a trace. When a segment ends (rotation, duration,
+SIGINT/SIGTERM, `stop`), its spool is converted into the Parquet trace by `TraceWriter` (atomic
+rename, metadata with the kernel's drop counters) and removed; rotated segments are converted in
+a background thread while the capture goes on.
+
+Output: without rotation, `output` is the trace file. With rotation (`rotate_bytes` or
+`rotate_seconds`), `output` is a directory of segments `segment-00001.parquet`, ... which
+`analyze` reads as one trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import platform
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import pyarrow as pa
+
+from capture.bpf_render import ProgramOptions, arch_supported, render, resolve_syscalls
+from capture.enrich import Enricher, RowBatch
+from capture.probe import Features, Probe, detect_features, tracefs_root
+from capture.trace_writer import DEFAULT_ROW_GROUP_ROWS, TraceWriter
+from schemas.trace import ANCESTOR_DEPTH, SOURCE_LIVE, TraceError, TraceMeta, arrow_schema
+
+SPOOL_SUFFIX = ".spool"
+SEGMENT_NAME = "segment-{:05d}.parquet"
+SPOOL_COMPRESSION = "lz4"
+
+
+class RecordError(TraceError):
+    """A capture that cannot start or finish; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """How to capture. Sizes in bytes, times in seconds."""
+
+    duration: float | None = None  # None: until SIGINT/SIGTERM or `stop`
+    preset: str = "default"  # syscall preset (bpf_render.PRESETS)
+    syscalls: tuple[str, ...] | None = None  # exactly these syscalls instead of the preset
+    extra_syscalls: tuple[str, ...] = ()  # added to the preset
+    pids: tuple[int, ...] = ()  # only these processes
+    comms: tuple[str, ...] = ()  # only these command names
+    ringbuf_bytes: int = 32 << 20  # power of two
+    path_max: int = 4096
+    arg_max: int = 1024
+    max_args: int = 32
+    rotate_bytes: int | None = None  # start a new segment when the spool reaches this size
+    rotate_seconds: float | None = None  # ... or when the segment is this old
+    flush_seconds: float = 1.0  # spool write + fsync interval: what kill -9 can lose
+    poll_seconds: float = 0.01  # sleep when the ring buffer is empty
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS
+
+    @property
+    def rotating(self) -> bool:
+        return self.rotate_bytes is not None or self.rotate_seconds is not None
+
+    def program(self, self_tgid: int, features: Features) -> ProgramOptions:
+        pages = self.ringbuf_bytes // os.sysconf("SC_PAGE_SIZE")
+        return ProgramOptions(
+            syscalls=resolve_syscalls(self.preset, self.extra_syscalls, self.syscalls),
+            self_tgid=self_tgid, pids=self.pids, comms=self.comms, ringbuf_pages=pages,
+            path_slot=self.path_max, arg_slot=self.arg_max, max_args=self.max_args,
+            has_group_dead=features.has_group_dead, local_endpoints=features.local_endpoints,
+        )
+
+
+@dataclass(frozen=True)
+class RecordProgress:
+    """Handed to the progress callback after every flush."""
+
+    elapsed: float
+    events: int
+    events_per_second: float  # over the last flush interval
+    dropped: int
+    bytes_written: int  # spool and finished segments on disk
+    segments: int
+
+
+@dataclass(frozen=True)
+class RecordStats:
+    """What `record` did."""
+
+    outputs: tuple[Path, ...]
+    events: int
+    dropped: int
+    drops: dict[str, int]
+    seconds: float
+    output_bytes: int
+    stopped_by: str  # "duration", "signal" or "stop"
+    syscalls: tuple[str, ...] = field(default=())
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def bytes_per_event(self) -> float:
+        return self.output_bytes / self.events if self.events else 0.0
+
+
+ProgressCallback = Callable[[RecordProgress], None]
+
+
+# ---- segments -------------------------------------------------------------------------------
+
+class Segment:
+    """One output file in the making: an Arrow IPC spool, fsynced at every write."""
+
+    def __init__(self, path: Path, meta: TraceMeta) -> None:
+        self.path = path
+        self.spool = path.with_name(path.name + SPOOL_SUFFIX)
+        self.meta = meta
+        self.started = time.monotonic()
+        self.rows = 0
+        if self.spool.exists():
+            raise RecordError(
+                f"{self.spool} is left from a capture that did not finish. Recover it "
+                f"(`capture recover {self.spool}`) or delete it, then record again."
+            )
+        fd = os.open(self.spool, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._file: IO[bytes] = os.fdopen(fd, "wb")
+        schema = arrow_schema(meta.to_kv())  # the spool carries the metadata for recovery
+        options = pa.ipc.IpcWriteOptions(compression=SPOOL_COMPRESSION)
+        self._writer = pa.ipc.new_stream(self._file, schema, options=options)
+
+    @property
+    def bytes(self) -> int:
+        return self._file.tell()
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer.write_table(table)
+            self.rows += table.num_rows
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def seal(self) -> None:
+        self._writer.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+
+def spool_to_trace(spool: Path, dst: Path, meta: TraceMeta, drops: dict[str, int] | None,
+                   row_group_rows: int = DEFAULT_ROW_GROUP_ROWS) -> TraceMeta:
+    """Write the batches of a spool into the trace `dst`, then remove the spool.
+
+    A spool cut short (the capture was killed) yields the batches before the cut.
+    """
+    with TraceWriter(dst, meta, row_group_rows) as writer:
+        for batch in _spool_batches(spool):
+            writer.write(batch)
+        final = writer.close(drops=drops)
+    spool.unlink()
+    return final
+
+
+def _spool_batches(spool: Path) -> Iterator[pa.RecordBatch]:
+    with pa.OSFile(str(spool)) as source:
+        try:
+            reader = pa.ipc.open_stream(source)
+        except (OSError, pa.ArrowInvalid):
+            return  # killed before the first batch: an empty trace
+        with contextlib.suppress(OSError, pa.ArrowInvalid):
+            for batch in reader:
+                yield batch.replace_schema_metadata(None)
+
+
+def recover_spool(spool: Path | str, dst: Path | str | None = None) -> TraceMeta:
+    """Turn the spool of a killed capture into a trace (default: the spool's name minus
+    `.spool`). Its drop count is unknown: the kernel counters died with the capture."""
+    spool = Path(spool)
+    if not spool.name.endswith(SPOOL_SUFFIX):
+        raise RecordError(f"{spool} is not a capture spool (its name ends in {SPOOL_SUFFIX}).")
+    target = Path(dst) if dst is not None else spool.with_name(spool.name[:-len(SPOOL_SUFFIX)])
+    meta = _spool_meta(spool)
+    options = dict(meta.options, recovered=True)
+    return spool_to_trace(spool, target, TraceMeta(
+        source=meta.source, hostname=meta.hostname, kernel=meta.kernel, options=options,
+        dropped=None), None)
+
+
+def _spool_meta(spool: Path) -> TraceMeta:
+    try:
+        with pa.OSFile(str(spool)) as source:
+            kv = pa.ipc.open_stream(source).schema.metadata or {}
+        return TraceMeta.from_kv(kv)
+    except (OSError, pa.ArrowInvalid, KeyError, ValueError):
+        return TraceMeta(source=SOURCE_LIVE)
+
+
+# ---- the capture ----------------------------------------------------------------------------
+
+class _Output:
+    """Where segments go, and the background conversion of finished ones."""
+
+    def __init__(self, target: Path, options: RecordOptions, meta: TraceMeta) -> None:
+        self.target = target
+        self.options = options
+        self.meta = meta
+        self.done: list[Future[TraceMeta]] = []
+        self.paths: list[Path] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment")
+        if options.rotating:
+            target.mkdir(parents=True, exist_ok=True)
+
+    def open(self) -> Segment:
+        n = len(self.paths) + 1
+        path = self.target / SEGMENT_NAME.format(n) if self.options.rotating else self.target
+        self.paths.append(path)
+        return Segment(path, self.meta)
+
+    def finish(self, segment: Segment, drops: dict[str, int], wait: bool) -> None:
+        segment.seal()
+        future = self._pool.submit(spool_to_trace, segment.spool, segment.path, segment.meta,
+                                   drops, self.options.row_group_rows)
+        self.done.append(future)
+        if wait:
+            future.result()
+
+    def close(self) -> list[TraceMeta]:
+        self._pool.shutdown(wait=True)
+        return [f.result() for f in self.done]
+
+    def bytes_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.paths if p.exists())
+
+
+@dataclass
+class _Loop:
+    """The mutable state of one `record` call."""
+
+    probe: Probe
+    enricher: Enricher
+    output: _Output
+    options: RecordOptions
+    progress: ProgressCallback | None
+    stop: threading.Event
+    started: float = field(default_factory=time.monotonic)
+    batch: RowBatch = field(default_factory=RowBatch)
+    events: int = 0
+    last_flush: float = field(default_factory=time.monotonic)
+    last_events: int = 0
+    drops_at_segment: dict[str, int] = field(default_factory=dict)
+    stopped_by: str = "stop"
+    segment: Segment | None = None
+
+    def run(self) -> None:
+        self.segment = self.output.open()
+        while not self._should_stop():
+            records = self.probe.poll()
+            if records:
+                self.enricher.feed(records, self.batch)
+            else:
+                time.sleep(self.options.poll_seconds)
+            if time.monotonic() - self.last_flush >= self.options.flush_seconds:
+                self.flush()
+                self._maybe_rotate()
+        for records in self.probe.drain():  # what the kernel sent before we stopped
+            self.enricher.feed(records, self.batch)
+        self.flush()
+        self._end_segment(wait=True)
+
+    def _should_stop(self) -> bool:
+        if self.stop.is_set():
+            return True
+        duration = self.options.duration
+        if duration is not None and time.monotonic() - self.started >= duration:
+            self.stopped_by = "duration"
+            return True
+        return False
+
+    def flush(self) -> None:
+        assert self.segment is not None
+        table = self.batch.to_table() if len(self.batch) else arrow_schema().empty_table()
+        self.batch = RowBatch()
+        gc.collect(1)
+        self.segment.write(table)
+        self.events += table.num_rows
+        now = time.monotonic()
+        if self.progress is not None:
+            rate = (self.events - self.last_events) / max(now - self.last_flush, 1e-9)
+            self.progress(RecordProgress(
+                elapsed=now - self.started, events=self.events, events_per_second=rate,
+                dropped=sum(self.counters().values()),
+                bytes_written=self.segment.bytes + self.output.bytes_on_disk(),
+                segments=len(self.output.paths)))
+        self.last_flush, self.last_events = now, self.events
+
+    def _maybe_rotate(self) -> None:
+        assert self.segment is not None
+        opts, seg = self.options, self.segment
+        too_big = opts.rotate_bytes is not None and seg.bytes >= opts.rotate_bytes
+        too_old = (opts.rotate_seconds is not None
+                   and time.monotonic() - seg.started >= opts.rotate_seconds)
+        if too_big or too_old:
+            self._end_segment(wait=False)
+            self.segment = self.output.open()
+
+    def counters(self) -> dict[str, int]:
+        """The kernel's drop counters plus the records enrichment could not use."""
+        return {**self.probe.counters(), "enrich_errors": self.enricher.errors}
+
+    def _end_segment(self, wait: bool) -> None:
+        assert self.segment is not None
+        now = self.counters()
+        drops = {k: v - self.drops_at_segment.get(k, 0) for k, v in now.items()}
+        self.drops_at_segment = now
+        self.output.finish(self.segment, drops, wait)
+
+
+def record(options: RecordOptions, output: Path | str,
+           progress: ProgressCallback | None = None,
+           stop: threading.Event | None = None) -> RecordStats:
+    """Capture until `options.duration` elapses, SIGINT/SIGTERM arrives, or `stop` is set.
+
+    Needs root and BPF (see `capture.doctor`). Signals are handled only when called from the
+    main thread; elsewhere, set `stop`.
+    """
+    if not arch_supported():
+        raise RecordError(f"Live capture supports x86_64 only, not {platform.machine()}.")
+    tracefs = tracefs_root()
+    if tracefs is None:
+        raise RecordError("tracefs is not mounted; run `capture doctor --fix` (or mount -t "
+                          "tracefs nodev /sys/kernel/tracing).")
+    target, stop = Path(output), stop or threading.Event()
+    program = options.program(os.getpid(), detect_features(tracefs))
+    meta = TraceMeta(source=SOURCE_LIVE, hostname=socket.gethostname(),
+                     kernel=platform.release(), options=_meta_options(options, program))
+    enricher = Enricher(time.time_ns() - time.monotonic_ns())
+    enricher.snapshot()
+    out = _Output(target, options, meta)
+    with Probe(program) as probe, _signals_set(stop) as signalled, _no_automatic_gc():
+        loop = _Loop(probe, enricher, out, options, progress, stop)
+        try:
+            loop.run()
+        finally:
+            metas = out.close()
+    stopped_by = "signal" if signalled() else loop.stopped_by
+    drops: dict[str, int] = {}
+    for m in metas:
+        for k, v in m.drops.items():
+            drops[k] = drops.get(k, 0) + v
+    return RecordStats(tuple(out.paths), sum(m.events for m in metas), sum(drops.values()),
+                       drops, time.monotonic() - loop.started, out.bytes_on_disk(), stopped_by,
+                       program.syscalls)
+
+
+def program_text(options: RecordOptions) -> str:
+    """The BPF C that `record(options, ...)` would load on this machine (`--print-bpf`)."""
+    tracefs = tracefs_root()
+    features = detect_features(tracefs) if tracefs is not None else Features(False, False)
+    return render(options.program(os.getpid(), features))
+
+
+def _meta_options(options: RecordOptions, program: ProgramOptions) -> dict[str, Any]:
+    data = asdict(options)
+    data.update(syscalls=list(program.syscalls), ancestor_depth=ANCESTOR_DEPTH,
+                has_group_dead=program.has_group_dead, local_endpoints=program.local_endpoints)
+    return data
+
+
+@contextlib.contextmanager
+def _no_automatic_gc() -> Iterator[None]:
+    """Python's cyclic GC, triggered by allocation counts, rescans the growing batch again and
+    again (it halved the capture rate); the loop collects the young generations at each flush
+    instead. Nothing the loop builds is cyclic."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def _signals_set(stop: threading.Event) -> Iterator[Callable[[], bool]]:
+    """SIGINT/SIGTERM set `stop` while inside (main thread only); yields "was one received?"."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(received)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
