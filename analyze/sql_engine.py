@@ -1,0 +1,224 @@
+"""The SQL engine: DuckDB evaluates every rule in one query over the trace's Parquet files.
+
+    engine = SqlEngine()
+    rules, skipped = selected_rules(load_rules(paths), options)
+    matches = engine.run(["trace.parquet"], rules, options)
+
+`build_query` makes the statement; `sql_for_rules` shows it, values inlined, to people:
+- each rule's condition is a two-valued boolean from `analyze.sql_translate`, ANDed with the
+  event types it can match (Falco's evt.type index, applied as the replay engine applies it: no
+  restriction for a rule matching every type; a rule matching no type never runs);
+- one scan computes every rule's flag per event, restricted to the time window and to the union
+  of the rules' types, and keeps the events some rule matched:
+
+      SELECT evt_num, [matched rule positions] FROM (
+          SELECT "evt.num" AS evt_num, <rule 0> AS r0, <rule 1> AS r1, ...
+          FROM events WHERE <window> AND "evt.type" IN (<union>)
+      ) WHERE r0 OR r1 OR ...
+
+  DuckDB evaluates the flags in the outer WHERE (an OR it stops early for each event) and
+  recomputes them only for the matching events.
+
+Decoding the ancestor LIST columns (proc.aname, ...) costs about as much as every other column a
+rule set reads, and most events never get as far as an ancestor check. So `run` makes two passes:
+the first with every check on those columns relaxed (true, or false under `not`: a superset of
+the matches, see SqlGenerator.relax), exact for the rules that do not read them; the second, only
+if rules that read them have candidates, runs those rules exactly on the candidate events.
+
+Security: rule values are bound parameters, never SQL text; the connection comes from
+`analyze.query.connect`, which leaves DuckDB able to read the trace's files and nothing else
+(no other file, no network, no extension; configuration locked).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from analyze import ast
+from analyze.engine_api import CompiledRule, Match, RunOptions, apply_rule_matching
+from analyze.errors import RuleError
+from analyze.evttypes import matches_all
+from analyze.query import VIEW, connect
+from analyze.sql_translate import (
+    MACROS,
+    Params,
+    SqlGenerator,
+    SqlTranslateError,
+    compact,
+    inline_params,
+    quote_ident,
+)
+from analyze.trace_reader import Trace, open_trace
+from schemas.trace import ANCESTOR_COLUMNS
+
+EVT_NUM = quote_ident("evt.num")
+EVT_TYPE = quote_ident("evt.type")
+EVT_TIME = quote_ident("evt.time")
+# Columns the first pass does not read (see the module docstring).
+DEFERRED = frozenset(ANCESTOR_COLUMNS)
+# Past this many candidate events the second pass scans the window rather than look them up.
+CANDIDATE_LOOKUP_MAX = 100_000
+
+
+class SqlEngineError(RuleError):
+    """A rule the SQL engine cannot translate or run; the message names the rule."""
+
+    def __init__(self, rule: CompiledRule, why: str) -> None:
+        super().__init__(f"the SQL engine cannot run rule '{rule.rule.name}': {why}",
+                         source=rule.rule.origin, code="sql-unsupported")
+
+
+@dataclass(frozen=True)
+class RuleQuery:
+    """A statement flagging `rules` (position i in the result lists is `rules[i]`)."""
+
+    sql: str
+    params: tuple[object, ...]
+    rules: tuple[CompiledRule, ...]
+
+    def inline(self) -> str:
+        return inline_params(self.sql, self.params)
+
+
+def build_query(rules: Sequence[CompiledRule], options: RunOptions, *,
+                relax: frozenset[str] = frozenset(),
+                events: Sequence[int] | None = None) -> RuleQuery:
+    """One query over the `events` view: per matching event, the positions of the rules that
+    match it. `relax` is passed to the translator; `events` limits the scan to those evt.nums."""
+    runnable = tuple(r for r in rules if r.evttypes)  # no event type: the rule never fires
+    generator = SqlGenerator(Params(), relax=relax)
+    flags = [_flag(generator, rule) for rule in runnable]
+    where = _where(generator, runnable, options, events)
+    select = ",\n".join(
+        f"        -- r{i}: {json.dumps(rule.rule.name)}\n        {flag} AS r{i}"
+        for i, (rule, flag) in enumerate(zip(runnable, flags, strict=True))
+    )
+    positions = ", ".join(f"CASE WHEN r{i} THEN {i} END" for i in range(len(runnable)))
+    any_flag = " OR ".join(f"r{i}" for i in range(len(runnable))) or "false"
+    sql = (f"SELECT evt_num, list_filter([{positions}], lambda i: i IS NOT NULL) AS hits\n"
+           f"FROM (\n    SELECT {EVT_NUM} AS evt_num,\n{select}\n"
+           f"    FROM {VIEW}\n    WHERE {where}\n) WHERE {any_flag}\nORDER BY evt_num")
+    statement = compact(sql, generator.params.values)
+    return RuleQuery(statement.sql, statement.params, runnable)
+
+
+def _flag(generator: SqlGenerator, rule: CompiledRule) -> str:
+    assert rule.rule.ast is not None
+    try:
+        condition = generator.sql(rule.rule.ast)
+    except SqlTranslateError as err:
+        raise SqlEngineError(rule, str(err)) from None
+    if matches_all(rule.evttypes):
+        return condition
+    return f"({generator.member(EVT_TYPE, sorted(rule.evttypes))} AND {condition})"
+
+
+def _where(generator: SqlGenerator, rules: Sequence[CompiledRule], options: RunOptions,
+           events: Sequence[int] | None) -> str:
+    """The time window, the event types any rule looks at, and the events asked for."""
+    add = generator.params.add
+    terms = []
+    if options.since_ns is not None:
+        terms.append(f"{EVT_TIME} >= make_timestamp_ns({add(options.since_ns)})")
+    if options.until_ns is not None:
+        terms.append(f"{EVT_TIME} <= make_timestamp_ns({add(options.until_ns)})")
+    if rules and not any(matches_all(r.evttypes) for r in rules):
+        # A semi join on one list: the fastest form measured (an IN list of constants becomes
+        # a scan hint plus a join anyway; an OR chain or a regex cost more per event).
+        types = tuple(sorted(frozenset().union(*(r.evttypes for r in rules))))
+        terms.append(f"{EVT_TYPE} IN (SELECT unnest({add(types)}))")
+    if events is not None:
+        # DuckDB pushes the looked-up values into the scan, which skips the other events.
+        terms.append(f"{EVT_NUM} IN (SELECT unnest({add(tuple(events))}))")
+    return " AND ".join(terms) or "true"
+
+
+def sql_for_rules(rules: Sequence[CompiledRule], options: RunOptions | None = None) -> str:
+    """The macros and the query that decides the matches of `rules`, values shown as escaped
+    literals (`analyze sql`). The engine binds the values as parameters, and runs the query
+    after a pre-pass that skips the ancestor columns (see the module docstring)."""
+    query = build_query(rules, options or RunOptions())
+    macros = ";\n".join(MACROS)
+    return (f"-- macros the SQL engine defines on its connection\n{macros};\n\n"
+            "-- the rules (values inlined for reading; the engine binds them as parameters)\n"
+            f"{query.inline()};\n")
+
+
+class SqlEngine:
+    """Runs rules as DuckDB queries over the trace's Parquet files (see the module docstring)."""
+
+    name = "sql"
+
+    def run(self, trace: Sequence[str | Path], rules: Sequence[CompiledRule],
+            options: RunOptions) -> list[Match]:
+        """Every match, sorted by (evt_num, rule_index), honouring `options.rule_matching`."""
+        first = build_query(rules, options, relax=DEFERRED)  # translation errors before I/O
+        if not first.rules:
+            return []
+        deferred = [r for r in first.rules if _reads(r, DEFERRED)]
+        deferred_ids = {id(r) for r in deferred}
+        con = _connect(open_trace(trace))
+        try:
+            matches: list[Match] = []
+            candidates: set[int] = set()
+            for evt_num, rule in _hits(con, first):
+                if id(rule) in deferred_ids:
+                    candidates.add(evt_num)
+                else:
+                    matches.append(Match(evt_num, rule.index, rule.rule.name))
+            if candidates:
+                events = sorted(candidates) if len(candidates) <= CANDIDATE_LOOKUP_MAX else None
+                second = build_query(deferred, options, events=events)
+                matches.extend(Match(n, r.index, r.rule.name) for n, r in _hits(con, second))
+        finally:
+            con.close()
+        return apply_rule_matching(matches, options.rule_matching)
+
+
+def _reads(rule: CompiledRule, columns: frozenset[str]) -> bool:
+    assert rule.rule.ast is not None
+    return any(f.name in columns for f in ast.fields_of(rule.rule.ast))
+
+
+def _connect(trace: Trace) -> duckdb.DuckDBPyConnection:
+    con = connect(trace)
+    try:
+        for macro in MACROS:
+            con.execute(macro)
+    except duckdb.Error:
+        con.close()
+        raise
+    return con
+
+
+def _hits(con: duckdb.DuckDBPyConnection, query: RuleQuery) -> Iterator[tuple[int, CompiledRule]]:
+    """(evt_num, rule) for every rule the query finds matching an event."""
+    try:
+        rows = con.execute(query.sql, list(query.params)).fetchall()
+    except duckdb.Error as exc:
+        raise _culprit(con, query, exc) from None
+    for evt_num, positions in rows:
+        for position in positions:
+            yield int(evt_num), query.rules[position]
+
+
+def _culprit(con: duckdb.DuckDBPyConnection, query: RuleQuery, exc: duckdb.Error) -> Exception:
+    """The error to report for a failed query: the first rule that fails on its own (an
+    invalid RE2 pattern, say), else DuckDB's error."""
+    for rule in query.rules:
+        alone = build_query([rule], RunOptions())
+        try:
+            con.execute(alone.sql + " LIMIT 1", list(alone.params)).fetchall()
+        except duckdb.Error as err:
+            return SqlEngineError(rule, _first_line(err))
+    return RuntimeError(f"the SQL engine's query failed: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
