@@ -1,0 +1,337 @@
+"""Render a `RunResult`: the rich report of `analyze run --format table`.
+
+Two layers, both pure: `alert_stats` counts what the report shows (by rule, priority, process,
+container, time slice), and `render_report` builds the renderables from the result and those
+counts; the CLI prints them. Traced strings (paths, process and container names, outputs) go
+through `Text` or `escape()`, never straight into markup. Long lists are cut with a note saying
+how many were left out, so a noisy run still fits on a screen.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from analyze.alerts import Alert, clock_time, rfc3339
+from analyze.engine_api import Skipped, priority_rank
+from analyze.run import RunResult
+from analyze.trace_reader import TraceInfo
+
+TOP_RULES = 20
+TOP_PROCESSES = 10
+TOP_CONTAINERS = 10
+TIMELINE_SLICES = 12
+BAR_WIDTH = 40
+SKIPPED_NAMES = 5  # rule names shown per skip reason
+_K = TypeVar("_K")
+
+PRIORITY_STYLE = {
+    "Emergency": "bold red", "Alert": "bold red", "Critical": "bold red", "Error": "red",
+    "Warning": "yellow", "Notice": "cyan", "Informational": "green", "Debug": "dim",
+}
+
+
+@dataclass(frozen=True)
+class RuleCount:
+    rule: str
+    priority: str
+    count: int
+    first_ns: int
+    last_ns: int
+
+
+@dataclass(frozen=True)
+class Slice:
+    start_ns: int  # offset from the timeline's start
+    count: int
+
+
+@dataclass(frozen=True)
+class AlertStats:
+    by_rule: tuple[RuleCount, ...]  # most severe first, then most frequent
+    by_priority: tuple[tuple[str, int], ...]  # most severe first
+    processes: tuple[tuple[str, int], ...]  # most frequent first
+    containers: tuple[tuple[tuple[str, str, str], int], ...]  # (id, name, image), count
+    timeline_start_ns: int
+    slice_ns: int
+    timeline: tuple[Slice, ...]
+
+
+def alert_stats(alerts: Sequence[Alert], start_ns: int | None = None,
+                end_ns: int | None = None, slices: int = TIMELINE_SLICES) -> AlertStats:
+    """Counts over `alerts`; the timeline spans [start_ns, end_ns] (the alerts' span if None)."""
+    times = [a.time_ns for a in alerts]
+    start = start_ns if start_ns is not None else min(times, default=0)
+    end = end_ns if end_ns is not None else max(times, default=start)
+    width, timeline = _timeline(times, start, max(end, start), slices)
+    containers = Counter(
+        (a.container_id or "", a.container_name or "", a.container_image or "") for a in alerts
+    )
+    return AlertStats(
+        by_rule=_by_rule(alerts),
+        by_priority=tuple(sorted(Counter(a.priority for a in alerts).items(),
+                                 key=lambda kv: priority_rank(kv[0]))),
+        processes=tuple(_most_common(Counter(a.proc_name or "<NA>" for a in alerts))),
+        containers=tuple(_most_common(containers)),
+        timeline_start_ns=start, slice_ns=width, timeline=timeline,
+    )
+
+
+def _most_common(counter: Counter[_K]) -> list[tuple[_K, int]]:
+    """By count, then by first appearance (Counter keeps insertion order for ties)."""
+    return sorted(counter.items(), key=lambda kv: -kv[1])
+
+
+def _by_rule(alerts: Iterable[Alert]) -> tuple[RuleCount, ...]:
+    rows: dict[str, RuleCount] = {}
+    for a in alerts:
+        seen = rows.get(a.rule)
+        if seen is None:
+            rows[a.rule] = RuleCount(a.rule, a.priority, 1, a.time_ns, a.time_ns)
+        else:
+            rows[a.rule] = RuleCount(a.rule, a.priority, seen.count + 1,
+                                     min(seen.first_ns, a.time_ns), max(seen.last_ns, a.time_ns))
+    return tuple(sorted(rows.values(), key=lambda r: (priority_rank(r.priority), -r.count)))
+
+
+def _timeline(times: Sequence[int], start: int, end: int,
+              slices: int) -> tuple[int, tuple[Slice, ...]]:
+    span = end - start + 1
+    width = max(1, -(-span // slices))  # ceil: the last slice ends at or after `end`
+    count = -(-span // width)
+    buckets = [0] * count
+    for t in times:
+        buckets[min(count - 1, max(0, (t - start) // width))] += 1
+    return width, tuple(Slice(i * width, n) for i, n in enumerate(buckets))
+
+
+# ---- rendering --------------------------------------------------------------------------------
+
+
+def render_report(result: RunResult, *, max_alerts: int = 20) -> RenderableType:
+    """The whole report: summary, then the alert sections, then the skipped rules."""
+    stats = alert_stats(result.alerts, result.window_start_ns, result.window_end_ns)
+    parts: list[RenderableType] = [summary_panel(result, stats)]
+    if result.alerts:
+        parts += [
+            rules_table(stats.by_rule),
+            processes_table(stats.processes),
+            containers_table(stats.containers),
+            timeline_table(stats),
+            alerts_table(result.alerts, max_alerts),
+        ]
+    else:
+        parts.append(Text("No alerts."))
+    if result.skipped:
+        parts.append(skipped_table(result.skipped))
+    return Group(*parts)
+
+
+def summary_panel(result: RunResult, stats: AlertStats) -> Panel:
+    info = result.info
+    lines = [
+        "Trace:    " + escape(", ".join(str(p) for p in info.paths))
+        + (f"  (host {escape(', '.join(info.hostnames))})" if info.hostnames else ""),
+        "Time:     " + _time_range(result),
+        f"Events:   {result.events:,} analysed in {result.engine_seconds:.3f} s "
+        f"({result.events_per_second:,.0f} events/s); wall time {result.total_seconds:.3f} s",
+        "Drops:    " + _drops(result),
+        f"Engine:   {escape(result.engine)}, rule matching: {result.options.rule_matching}",
+        f"Rules:    {len(result.rules_run):,} run, {len(result.skipped):,} skipped"
+        + _rule_filters(result),
+        f"Alerts:   {len(result.alerts):,}" + _priorities(stats.by_priority),
+    ]
+    return Panel("\n".join(lines), title="analyze run", title_align="left")
+
+
+def _time_range(result: RunResult) -> str:
+    start, end = result.window_start_ns, result.window_end_ns
+    if start is None or end is None:
+        return "unknown (the trace records no time range)"
+    clipped = result.options.since_ns is not None or result.options.until_ns is not None
+    note = ", clipped by --since/--until" if clipped else ""
+    until = rfc3339(end)
+    if until[:10] == rfc3339(start)[:10]:
+        until = clock_time(end)  # same day: the date once is enough
+    return f"{rfc3339(start)} to {until} ({format_duration(end - start)}{note})"
+
+
+def _drops(result: RunResult) -> str:
+    info = result.info
+    if info.dropped is None:
+        return "unknown (the capture does not record its drops)"
+    detail = ", ".join(f"{escape(k)} {v:,}" for k, v in sorted(info.drops.items()) if v)
+    return f"{info.dropped:,}" + (f" ({detail})" if detail else "")
+
+
+def _rule_filters(result: RunResult) -> str:
+    opts = result.options
+    bits = [f"from {len(result.rule_files)} file(s)"]
+    if opts.min_priority != "Debug":
+        bits.append(f"priority >= {opts.min_priority}")
+    if opts.tags:
+        bits.append("tags " + escape(", ".join(opts.tags)))
+    if opts.skip_tags:
+        bits.append("not tags " + escape(", ".join(opts.skip_tags)))
+    if result.loader_warnings:
+        bits.append(f"{result.loader_warnings} loader warning(s), see `analyze validate`")
+    return "; " + "; ".join(bits)
+
+
+def _priorities(by_priority: Sequence[tuple[str, int]]) -> str:
+    if not by_priority:
+        return ""
+    return "  (" + ", ".join(
+        f"[{PRIORITY_STYLE[p]}]{p}[/] {n:,}" for p, n in by_priority
+    ) + ")"
+
+
+def rules_table(rows: Sequence[RuleCount]) -> RenderableType:
+    table = Table(title="Alerts by rule", title_justify="left", expand=True)
+    table.add_column("rule", overflow="fold", ratio=3)
+    table.add_column("priority")
+    table.add_column("alerts", justify="right")
+    table.add_column("first")
+    table.add_column("last")
+    for r in rows[:TOP_RULES]:
+        table.add_row(Text(r.rule), _priority(r.priority), f"{r.count:,}",
+                      clock_time(r.first_ns), clock_time(r.last_ns))
+    return _with_more(table, len(rows) - TOP_RULES, "rules")
+
+
+def processes_table(rows: Sequence[tuple[str, int]]) -> RenderableType:
+    table = Table(title="Top processes", title_justify="left")
+    table.add_column("proc.name", overflow="fold")
+    table.add_column("alerts", justify="right")
+    for name, n in rows[:TOP_PROCESSES]:
+        table.add_row(Text(name), f"{n:,}")
+    return _with_more(table, len(rows) - TOP_PROCESSES, "processes")
+
+
+def containers_table(rows: Sequence[tuple[tuple[str, str, str], int]]) -> RenderableType:
+    table = Table(title="Top containers", title_justify="left")
+    table.add_column("container.id", overflow="fold")
+    table.add_column("container.name", overflow="fold")
+    table.add_column("container.image", overflow="fold")
+    table.add_column("alerts", justify="right")
+    for (cid, name, image), n in rows[:TOP_CONTAINERS]:
+        table.add_row(Text(cid or "<NA>"), Text(name or "<NA>"), Text(image or "<NA>"), f"{n:,}")
+    return _with_more(table, len(rows) - TOP_CONTAINERS, "containers")
+
+
+def timeline_table(stats: AlertStats) -> RenderableType:
+    """Alerts per time slice as a bar chart: offset from the start, bar, count."""
+    peak = max((s.count for s in stats.timeline), default=0)
+    title = Text(f"Timeline from {rfc3339(stats.timeline_start_ns)}, "
+                 f"{format_duration(stats.slice_ns)} per row", style="italic")
+    table = Table(show_header=False, box=None)
+    table.add_column(justify="right")
+    table.add_column()
+    table.add_column(justify="right")
+    for s in stats.timeline:
+        bar = "█" * (round(BAR_WIDTH * s.count / peak) if peak else 0)
+        if s.count and not bar:
+            bar = "▏"  # a slice with alerts never looks empty
+        table.add_row("+" + format_duration(s.start_ns), bar, f"{s.count:,}")
+    return Group(title, table)
+
+
+def alerts_table(alerts: Sequence[Alert], limit: int) -> RenderableType:
+    shown = min(limit, len(alerts))
+    title = f"Alerts (all {len(alerts):,})" if shown == len(alerts) else (
+        f"Alerts (first {shown:,} of {len(alerts):,})")
+    table = Table(title=title, title_justify="left", expand=True)
+    table.add_column("time", no_wrap=True)
+    table.add_column("priority")
+    table.add_column("rule", overflow="fold", ratio=1)
+    table.add_column("output", overflow="fold", ratio=3)
+    for a in alerts[:limit]:
+        table.add_row(clock_time(a.time_ns), _priority(a.priority), Text(a.rule), Text(a.output))
+    more = len(alerts) - limit
+    if more <= 0:
+        return table
+    note = Text(f"… {more:,} more alert{'s' if more != 1 else ''}; use --format json "
+                "(or --max-alerts) to see them all", style="italic")
+    return Group(table, note)
+
+
+def skipped_table(skipped: Sequence[Skipped]) -> Table:
+    """Skipped rules grouped by reason, a few names each: never silent, never a wall."""
+    groups: dict[str, list[str]] = {}
+    for s in skipped:
+        groups.setdefault(s.reason, []).append(s.rule)
+    table = Table(title=f"Skipped rules ({len(skipped):,})", title_justify="left", expand=True)
+    table.add_column("reason", overflow="fold", ratio=2)
+    table.add_column("rules", justify="right")
+    table.add_column("names", overflow="fold", ratio=3)
+    for reason, names in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        shown = ", ".join(names[:SKIPPED_NAMES])
+        if len(names) > SKIPPED_NAMES:
+            shown += f", … {len(names) - SKIPPED_NAMES:,} more"
+        table.add_row(Text(reason), f"{len(names):,}", Text(shown))
+    return table
+
+
+def _priority(priority: str) -> Text:
+    return Text(priority, style=PRIORITY_STYLE.get(priority, ""))
+
+
+def _with_more(table: Table, more: int, what: str) -> RenderableType:
+    if more <= 0:
+        return table
+    return Group(table, Text(f"… {more:,} more {what}", style="italic"))
+
+
+def format_duration(ns: int) -> str:
+    """A short human duration: 850ns, 12.5us, 3.2ms, 1.25s, 2m05s, 1h02m."""
+    if ns < 1_000:
+        return f"{ns}ns"
+    if ns < 1_000_000:
+        return f"{ns / 1e3:.1f}us"
+    if ns < 1_000_000_000:
+        return f"{ns / 1e6:.1f}ms"
+    seconds = ns / 1e9
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+# ---- capture info -----------------------------------------------------------------------------
+
+
+def trace_info_table(info: TraceInfo) -> Table:
+    """`capture info`: a trace's metadata as a two-column table."""
+    table = Table(title="Trace", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    span = info.duration_ns
+    rows = [
+        ("files", "\n".join(str(p) for p in info.paths)),
+        ("host", ", ".join(info.hostnames) or "unknown"),
+        ("kernel", ", ".join(info.kernels) or "unknown"),
+        ("source", ", ".join(info.sources) + (
+            f" ({', '.join(info.source_files)})" if info.source_files else "")),
+        ("events", f"{info.events:,}"),
+        ("dropped", "unknown" if info.dropped is None else f"{info.dropped:,}"),
+        ("start", rfc3339(info.capture_start_ns) if info.capture_start_ns is not None else "-"),
+        ("end", rfc3339(info.capture_end_ns) if info.capture_end_ns is not None else "-"),
+        ("duration", format_duration(span) if span is not None else "-"),
+        ("schema", ", ".join(info.schema_versions)),
+        ("size", f"{info.size_bytes:,} bytes in {info.row_groups:,} row group(s)"),
+    ]
+    rows += [(f"drops: {k}", f"{v:,}") for k, v in sorted(info.drops.items())]
+    for key, value in rows:
+        table.add_row(key, Text(value))
+    return table
