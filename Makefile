@@ -5,8 +5,9 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-# The demo validates the shipped rules, plus the upstream Falco rules when the reference copy in
-# ../shared is present. Extend DEMO_RULES, or add steps to the demo recipe, as features land.
+# The demo validates the shipped rules (plus the upstream Falco rules when the reference copy in
+# ../shared is present), then captures a short scripted scenario with eBPF and replays it through
+# the shipped rules (scripts/demo.sh).
 UPSTREAM_RULES := $(wildcard ../shared/anchors/falco-rules/rules/falco_rules.yaml)
 DEMO_RULES ?= rules/ $(UPSTREAM_RULES)
 
@@ -29,7 +30,8 @@ pytest:
 	$(BIN)/pytest
 
 demo: setup
-	$(BIN)/analyze validate $(addprefix -r ,$(DEMO_RULES))
+	$(BIN)/analyze validate --summary $(addprefix -r ,$(DEMO_RULES))
+	bash scripts/demo.sh
 
 check-bpf: setup
 	bash scripts/check-bpf.sh
