@@ -5,6 +5,12 @@ ones that run (`engine_api.selected_rules`: priority, tags, availability), resol
 window, run one engine, turn its matches into alerts (`analyze.alerts`). `RunResult` holds all a
 report needs; rendering lives in `analyze.run_render`.
 
+A rule the chosen engine cannot run does not stop the run: it is left out and listed with the
+reason (`RunResult.engine_skipped`). An engine that can skip rules itself (the replay engine,
+`skip_errors`) is asked to; for the others `analyze.engine_support` finds those rules first.
+Rules reading fields no trace records run (their checks on those fields are false) and are
+listed as warnings (`RunResult.engine_warnings`).
+
 Engines are found by name in `ENGINE_MODULES` and imported only when asked for, so the CLI starts
 fast and a build lacking one engine still runs the other. `auto` picks the first engine of
 `AUTO_ORDER` that is present: the faster first, as measured (see AUTO_ORDER).
@@ -24,9 +30,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Protocol, runtime_checkable
 
 from analyze.alerts import Alert, build_alerts
-from analyze.engine_api import CompiledRule, Engine, RunOptions, Skipped, selected_rules
+from analyze.engine_api import CompiledRule, Engine, Match, RunOptions, Skipped, selected_rules
+from analyze.engine_support import missing_field_warnings, runnable
+from analyze.errors import RuleWarning
 from analyze.query import VIEW, connect
 from analyze.resolve import load_rules
 from analyze.trace_reader import Trace, TraceInfo, open_trace
@@ -73,9 +82,15 @@ class RunResult:
     engine_seconds: float
     total_seconds: float
     rules_run: tuple[str, ...]
-    skipped: tuple[Skipped, ...]
+    skipped: tuple[Skipped, ...]  # left out by the selection: priority, tags, fields
     loader_warnings: int
     alerts: tuple[Alert, ...]
+    engine_skipped: tuple[Skipped, ...] = ()  # selected, but the engine cannot run them
+    engine_warnings: tuple[RuleWarning, ...] = ()  # rules reading fields no trace records
+
+    @property
+    def all_skipped(self) -> tuple[Skipped, ...]:
+        return self.skipped + self.engine_skipped
 
     @property
     def events_per_second(self) -> float:
@@ -98,19 +113,63 @@ def run_analysis(request: RunRequest) -> RunResult:
         raise ValueError("--since is after --until: the time window is empty.")
     options = dataclasses.replace(request.options, since_ns=since, until_ns=until)
     rules, skipped = selected_rules(ruleset, options)
-    engine = pick_engine(request.engine)
-    engine_started = time.monotonic()
-    matches = engine.run(trace.paths, rules, options) if rules else []
-    engine_seconds = time.monotonic() - engine_started
-    alerts = build_alerts(trace, rules, matches, _hostname(info))
+    engine = pick_engine(request.engine, skip_errors=True)
+    ran = run_engine(engine, trace.paths, rules, options)
+    alerts = build_alerts(trace, ran.rules, ran.matches, _hostname(info))
     start, end = _clip(info, since, until)
     return RunResult(
         info=info, rule_files=ruleset.files, engine=engine.name, options=options,
         window_start_ns=start, window_end_ns=end, events=_events_in(trace, info, since, until),
-        engine_seconds=engine_seconds, total_seconds=time.monotonic() - started,
-        rules_run=tuple(r.rule.name for r in rules), skipped=tuple(skipped),
+        engine_seconds=ran.seconds, total_seconds=time.monotonic() - started,
+        rules_run=tuple(r.rule.name for r in ran.rules), skipped=tuple(skipped),
         loader_warnings=len(ruleset.warnings), alerts=tuple(alerts),
+        engine_skipped=ran.skipped, engine_warnings=ran.warnings,
     )
+
+
+@runtime_checkable
+class SkippingEngine(Engine, Protocol):
+    """An engine that leaves out the rules it cannot run and says which (see ReplayEngine)."""
+
+    skip_errors: bool
+    skipped: list[Skipped]
+    warnings: list[RuleWarning]
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """What one engine did: the rules it ran, their matches, and what it left out."""
+
+    rules: tuple[CompiledRule, ...]
+    matches: tuple[Match, ...]
+    seconds: float
+    skipped: tuple[Skipped, ...]
+    warnings: tuple[RuleWarning, ...]
+
+
+def run_engine(engine: Engine, paths: Sequence[str | Path], rules: Sequence[CompiledRule],
+               options: RunOptions) -> EngineRun:
+    """Run `rules`, leaving out, with the reason, those the engine cannot run."""
+    if not rules:
+        return EngineRun((), (), 0.0, (), ())
+    if isinstance(engine, SkippingEngine) and engine.skip_errors:
+        matches, seconds = _timed(engine, paths, rules, options)
+        left_out = {s.rule for s in engine.skipped}
+        ran = tuple(r for r in rules if r.rule.name not in left_out)
+        return EngineRun(ran, matches, seconds, tuple(engine.skipped), tuple(engine.warnings))
+    kept, skipped = runnable(engine.name, rules)
+    matches, seconds = _timed(engine, paths, kept, options)
+    return EngineRun(tuple(kept), matches, seconds, tuple(skipped),
+                     tuple(missing_field_warnings(kept)))
+
+
+def _timed(engine: Engine, paths: Sequence[str | Path], rules: Sequence[CompiledRule],
+           options: RunOptions) -> tuple[tuple[Match, ...], float]:
+    if not rules:
+        return (), 0.0
+    started = time.monotonic()
+    matches = tuple(engine.run(paths, rules, options))
+    return matches, time.monotonic() - started
 
 
 def _hostname(info: TraceInfo) -> str:
@@ -145,12 +204,15 @@ def _events_in(trace: Trace, info: TraceInfo, since: int | None, until: int | No
 
 def rules_to_show(rule_paths: Sequence[str], names: Sequence[str] = (),
                   options: RunOptions | None = None) -> tuple[list[CompiledRule], list[Skipped]]:
-    """`analyze sql`: the rules that would run (only `names` if given) and those skipped.
+    """`analyze sql`: the rules that would run (only `names` if given) and those skipped, the
+    rules the SQL engine cannot run among them.
 
     A name that is no rule, or a rule that would not run, is an error saying why.
     """
     ruleset = load_rules(rule_paths)
     rules, skipped = selected_rules(ruleset, options or RunOptions())
+    rules, unsupported = runnable("sql", rules)
+    skipped += unsupported
     if not names:
         return rules, skipped
     reasons = {s.rule: s.reason for s in skipped}
@@ -168,21 +230,24 @@ def rules_to_show(rule_paths: Sequence[str], names: Sequence[str] = (),
 # ---- engines ----------------------------------------------------------------------------------
 
 
-def pick_engine(name: str) -> Engine:
+def pick_engine(name: str, *, skip_errors: bool = False) -> Engine:
     """The engine called `name`, or with `auto` the first of AUTO_ORDER this build has."""
     if name != "auto":
-        return load_engine(name)
+        return load_engine(name, skip_errors=skip_errors)
     reasons = []
     for candidate in AUTO_ORDER:
         try:
-            return load_engine(candidate)
+            return load_engine(candidate, skip_errors=skip_errors)
         except EngineUnavailableError as exc:
             reasons.append(str(exc))
     raise EngineUnavailableError("No engine is available: " + " ".join(reasons))
 
 
-def load_engine(name: str) -> Engine:
-    """Import the engine's module and instantiate its engine class (see `_engine_class`)."""
+def load_engine(name: str, *, skip_errors: bool = False) -> Engine:
+    """Import the engine's module and instantiate its engine class (see `_engine_class`).
+
+    With `skip_errors`, an engine class that takes `skip_errors` is made to leave out the rules
+    it cannot run (listing them in `skipped`) rather than raise."""
     module_name = ENGINE_MODULES.get(name)
     if module_name is None:
         raise EngineUnavailableError(
@@ -196,7 +261,9 @@ def load_engine(name: str) -> Engine:
         raise EngineUnavailableError(
             f"The {name} engine ({module_name}) is not part of this build."
         ) from None
-    engine: Engine = _engine_class(module, name)()
+    cls = _engine_class(module, name)
+    takes_skip = "skip_errors" in inspect.signature(cls).parameters
+    engine: Engine = cls(skip_errors=True) if skip_errors and takes_skip else cls()
     return engine
 
 

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from analyze.alerts import Alert, clock_time, rfc3339
 from analyze.engine_api import Skipped, priority_rank
+from analyze.errors import RuleWarning
 from analyze.run import RunResult
 from analyze.trace_reader import TraceInfo
 
@@ -117,7 +118,8 @@ def _timeline(times: Sequence[int], start: int, end: int,
 
 
 def render_report(result: RunResult, *, max_alerts: int = 20) -> RenderableType:
-    """The whole report: summary, then the alert sections, then the skipped rules."""
+    """The whole report: summary, then the alert sections, then the skipped rules (those the
+    engine could not run among them) and the rules reading fields no trace records."""
     stats = alert_stats(result.alerts, result.window_start_ns, result.window_end_ns)
     parts: list[RenderableType] = [summary_panel(result, stats)]
     if result.alerts:
@@ -130,8 +132,10 @@ def render_report(result: RunResult, *, max_alerts: int = 20) -> RenderableType:
         ]
     else:
         parts.append(Text("No alerts."))
-    if result.skipped:
-        parts.append(skipped_table(result.skipped))
+    if result.all_skipped:
+        parts.append(skipped_table(result.all_skipped))
+    if result.engine_warnings:
+        parts.append(warnings_table(result.engine_warnings))
     return Group(*parts)
 
 
@@ -145,7 +149,7 @@ def summary_panel(result: RunResult, stats: AlertStats) -> Panel:
         f"({result.events_per_second:,.0f} events/s); wall time {result.total_seconds:.3f} s",
         "Drops:    " + _drops(result),
         f"Engine:   {escape(result.engine)}, rule matching: {result.options.rule_matching}",
-        f"Rules:    {len(result.rules_run):,} run, {len(result.skipped):,} skipped"
+        f"Rules:    {len(result.rules_run):,} run, {len(result.all_skipped):,} skipped"
         + _rule_filters(result),
         f"Alerts:   {len(result.alerts):,}" + _priorities(stats.by_priority),
     ]
@@ -278,6 +282,24 @@ def skipped_table(skipped: Sequence[Skipped]) -> Table:
             shown += f", … {len(names) - SKIPPED_NAMES:,} more"
         table.add_row(Text(reason), f"{len(names):,}", Text(shown))
     return table
+
+
+def warnings_table(warnings: Sequence[RuleWarning]) -> Table:
+    """What the engine warned about the rules it ran (fields no trace records: checks false)."""
+    table = Table(title=f"Rule warnings ({len(warnings):,})", title_justify="left", expand=True)
+    table.add_column("code")
+    table.add_column("message", overflow="fold", ratio=1)
+    for w in warnings:
+        table.add_row(w.code, Text(w.message))
+    return table
+
+
+def engine_notes(result: RunResult) -> list[str]:
+    """One stderr line per rule the engine could not run and per rule warning, for the json and
+    text formats, whose output has no room for them."""
+    lines = [f"Warning: rule {s.rule!r} skipped: {s.reason}" for s in result.engine_skipped]
+    lines += [f"Warning: {w.message} [{w.code}]" for w in result.engine_warnings]
+    return lines
 
 
 def _priority(priority: str) -> Text:

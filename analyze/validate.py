@@ -2,6 +2,10 @@
 
 The result is plain data (a `ValidationReport`); `analyze.validate_render` turns it into a rich
 summary or Falco-style JSON. Nothing here prints.
+
+Each rule an engine would run is also tried with both engines (`analyze.engine_support`): a rule
+one engine cannot run is listed with the reason, and a rule reading fields no trace records gets
+a `field-not-in-trace` warning, since every check on those fields is false.
 """
 
 from __future__ import annotations
@@ -11,6 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analyze import ast
+from analyze.engine_support import (
+    ENGINES,
+    RuleSupport,
+    check_rules,
+    evaluable_rules,
+    missing_field_warning,
+)
 from analyze.errors import RuleError, RuleWarning, SourceRef
 from analyze.evttypes import event_codes, evttypes, too_many_evttypes_warning
 from analyze.resolve import load_rules
@@ -34,10 +45,20 @@ class RuleSummary:
     evttypes: tuple[str, ...] | None  # None: not computed (not applicable or failed)
     all_evttypes: bool  # matches every event type (Falco's performance warning)
     tags: tuple[str, ...]
+    engines: RuleSupport | None = None  # None: not tried (the rule is not evaluable)
 
     @property
     def evaluable(self) -> bool:
         return self.applicable and not self.unavailable_fields and not self.reason
+
+    @property
+    def missing_fields(self) -> tuple[str, ...]:
+        """Fields the rule reads that no trace records (checks on them are false)."""
+        return self.engines.missing_fields if self.engines is not None else ()
+
+    def runs_on(self, engine: str) -> bool | None:
+        """Whether `engine` can run the rule (None: not tried)."""
+        return self.engines.runs_on(engine) if self.engines is not None else None
 
 
 @dataclass(frozen=True)
@@ -57,17 +78,33 @@ class ValidationReport:
     def not_evaluable(self) -> tuple[RuleSummary, ...]:
         return tuple(r for r in self.rules if r.applicable and not r.evaluable)
 
+    def unsupported(self, engine: str) -> tuple[RuleSummary, ...]:
+        """The rules `engine` cannot run."""
+        return tuple(r for r in self.rules if r.runs_on(engine) is False)
+
+    @property
+    def engine_gaps(self) -> tuple[RuleSummary, ...]:
+        """The rules some engine cannot run."""
+        return tuple(r for r in self.rules if any(r.runs_on(e) is False for e in ENGINES))
+
+    @property
+    def reading_missing_fields(self) -> tuple[RuleSummary, ...]:
+        return tuple(r for r in self.rules if r.missing_fields)
+
 
 def validate(paths: Sequence[str | Path]) -> ValidationReport:
     """Load `paths` collecting every error and warning instead of stopping at the first."""
     ruleset = load_rules(paths, collect_errors=True)
     errors: list[RuleError] = list(ruleset.errors)
     warnings: list[RuleWarning] = list(ruleset.warnings)
+    support = check_rules(evaluable_rules(ruleset))
     summaries = []
-    for rule in ruleset.rules:
-        summary, rule_warnings = _summarize(rule)
+    for index, rule in enumerate(ruleset.rules):
+        summary, rule_warnings = _summarize(rule, support.get(index))
         summaries.append(summary)
         warnings.extend(rule_warnings)
+        if summary.missing_fields:
+            warnings.append(missing_field_warning(rule, summary.missing_fields))
     return ValidationReport(
         files=tuple(str(f) for f in ruleset.files),
         rules=tuple(summaries),
@@ -78,8 +115,10 @@ def validate(paths: Sequence[str | Path]) -> ValidationReport:
     )
 
 
-def _summarize(rule: LoadedRule) -> tuple[RuleSummary, list[RuleWarning]]:
-    """Fields, unavailable fields and event types of a rule that passed the checks."""
+def _summarize(rule: LoadedRule,
+               support: RuleSupport | None) -> tuple[RuleSummary, list[RuleWarning]]:
+    """Fields, unavailable fields and event types of a rule that passed the checks, and what
+    the engines make of it (`support`)."""
     warnings: list[RuleWarning] = []
     fields: tuple[str, ...] = ()
     unavailable: tuple[str, ...] = ()
@@ -105,6 +144,6 @@ def _summarize(rule: LoadedRule) -> tuple[RuleSummary, list[RuleWarning]]:
         name=rule.name, priority=rule.priority, source=rule.source, enabled=rule.enabled,
         applicable=rule.applicable, reason=reason, origin=rule.origin, fields=fields,
         unavailable_fields=unavailable, evttypes=types, all_evttypes=everything,
-        tags=tuple(rule.tags),
+        tags=tuple(rule.tags), engines=support,
     )
     return summary, warnings

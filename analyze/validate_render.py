@@ -14,6 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from analyze.engine_support import ENGINES, EngineError
 from analyze.error_render import error_snippet
 from analyze.errors import RuleError, RuleWarning, SourceRef
 from analyze.validate import RuleSummary, ValidationReport
@@ -46,9 +47,21 @@ def _summary(report: ValidationReport) -> RenderableType:
         f"{len(report.rules) - applicable} for other sources or skipped, not applicable)",
         f"Macros:   {report.macros}    Lists: {report.lists}",
         f"Warnings: {len(report.warnings)}    Not evaluable here: {len(report.not_evaluable)}",
+        "Engines:  " + _engines_line(report),
         f"Result:   {status}",
     ]
     return Panel("\n".join(lines), title="analyze validate", title_align="left")
+
+
+def _engines_line(report: ValidationReport) -> str:
+    gaps = [f"{e} cannot run {len(report.unsupported(e))}" for e in ENGINES
+            if report.unsupported(e)]
+    text = (", ".join(gaps) + " rule(s) (see Engine support)" if gaps
+            else "every evaluable rule runs on " + " and ".join(ENGINES))
+    missing = len(report.reading_missing_fields)
+    if missing:
+        text += f"; {missing} rule(s) read fields traces do not record"
+    return text
 
 
 def _rules_table(rules: tuple[RuleSummary, ...]) -> Table:
@@ -65,13 +78,39 @@ def _rules_table(rules: tuple[RuleSummary, ...]) -> Table:
             types = f"all ({len(r.evttypes)})"
         else:
             types = ", ".join(r.evttypes)
-        status = "ok" if r.evaluable else r.reason or "not applicable"
+        status = _status(r)
         if not r.enabled:
             status = "disabled; " + status
         table.add_row(
             Text(r.name), r.priority, Text(types), Text(", ".join(r.fields)), Text(status)
         )
     return table
+
+
+def _status(r: RuleSummary) -> str:
+    if not r.evaluable:
+        return r.reason or "not applicable"
+    engines = [e for e in ENGINES if r.runs_on(e) is not False]
+    if len(engines) == len(ENGINES):
+        return "ok"
+    return f"{engines[0]} engine only" if engines else "no engine can run it"
+
+
+def _engine_table(rules: tuple[RuleSummary, ...]) -> Table:
+    """The rules some engine cannot run, with each engine's reason."""
+    table = Table(title="Engine support", expand=True)
+    table.add_column("rule", overflow="fold", ratio=2)
+    for engine in ENGINES:
+        table.add_column(engine, overflow="fold", ratio=3)
+    for r in rules:
+        assert r.engines is not None
+        cells = [_engine_cell(r.engines.error(e)) for e in ENGINES]
+        table.add_row(Text(r.name), *cells)
+    return table
+
+
+def _engine_cell(error: EngineError | None) -> Text:
+    return Text("ok") if error is None else Text("cannot run: " + error.why, style="red")
 
 
 def _warnings_table(warnings: tuple[RuleWarning, ...]) -> Table:
@@ -89,6 +128,8 @@ def render_report(report: ValidationReport, *, show_rules: bool = True) -> Rende
     parts.extend(_error_block(e) for e in report.errors)
     if report.warnings:
         parts.append(_warnings_table(report.warnings))
+    if report.engine_gaps:
+        parts.append(_engine_table(report.engine_gaps))
     if show_rules and report.rules:
         parts.append(_rules_table(report.rules))
     return Group(*parts)
@@ -133,8 +174,22 @@ def rule_json(r: RuleSummary) -> dict[str, Any]:
         "fields": list(r.fields), "unavailable_fields": list(r.unavailable_fields),
         "evttypes": list(r.evttypes) if r.evttypes is not None else None,
         "matches_all_evttypes": r.all_evttypes, "tags": list(r.tags),
+        "engines": engines_json(r), "missing_fields": list(r.missing_fields),
         "location": _location(r.origin),
     }
+
+
+def engines_json(r: RuleSummary) -> dict[str, Any] | None:
+    """{"replay": true, "sql": false, "sql_error": "..."}; None when the rule was not tried."""
+    if r.engines is None:
+        return None
+    out: dict[str, Any] = {}
+    for engine in ENGINES:
+        error = r.engines.error(engine)
+        out[engine] = error is None
+        if error is not None:
+            out[f"{engine}_error"] = error.why
+    return out
 
 
 def report_json(report: ValidationReport) -> dict[str, Any]:
@@ -145,6 +200,8 @@ def report_json(report: ValidationReport) -> dict[str, Any]:
             "rules": len(report.rules), "macros": report.macros, "lists": report.lists,
             "errors": len(report.errors), "warnings": len(report.warnings),
             "not_evaluable": len(report.not_evaluable),
+            "engine_unsupported": {e: len(report.unsupported(e)) for e in ENGINES},
+            "fields_not_in_trace": len(report.reading_missing_fields),
         },
         "errors": [error_json(e) for e in report.errors],
         "warnings": [warning_json(w) for w in report.warnings],

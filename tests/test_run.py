@@ -45,6 +45,7 @@ from analyze.run import (
     run_analysis,
     write_atomic,
 )
+from analyze.run_render import engine_notes, render_report
 from analyze.trace_reader import TraceInfo, open_trace, trace_info
 
 ENGINES = ["predicates", "sql", "replay"]
@@ -334,6 +335,104 @@ def test_predicate_engine_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pick_engine("auto").name == "predicates"
 
 
+def test_skip_errors_only_when_asked() -> None:
+    assert load_engine("replay").skip_errors is False  # type: ignore[attr-defined]
+    assert load_engine("replay", skip_errors=True).skip_errors is True  # type: ignore[attr-defined]
+    assert load_engine("sql", skip_errors=True).name == "sql"  # it has no such switch
+
+
+# ---- rules an engine cannot run ---------------------------------------------------------------
+
+ENGINE_GAP_RULES = """
+- rule: Cat Opened File
+  desc: d
+  condition: evt.type = open and proc.name = cat
+  output: cat opened %fd.name
+  priority: WARNING
+- rule: Getopt From Field
+  desc: the SQL translator wants a literal optstring
+  condition: >
+    evt.type = open and proc.name = cat
+    and getopt((proc.name, proc.pname), proc.name) intersects (x)
+  output: o %proc.name
+  priority: WARNING
+- rule: Concat Of A List
+  desc: neither engine runs it (concat of a list)
+  condition: evt.type = open and concat(proc.name, proc.aname) = x
+  output: o %proc.name
+  priority: WARNING
+- rule: No Column
+  desc: evt.arg[1] has no trace column, so the check is false and its negation true
+  condition: evt.type = open and proc.name = cat and not evt.arg[1] = x
+  output: o %proc.name
+  priority: WARNING
+"""
+
+
+@pytest.mark.parametrize(("name", "skipped"), [
+    ("replay", ["Concat Of A List"]),
+    ("sql", ["Getopt From Field", "Concat Of A List"]),
+])
+def test_a_rule_the_engine_cannot_run_is_skipped_with_the_reason(
+    traces: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+    skipped: list[str],
+) -> None:
+    use_engine(name, monkeypatch)
+    result = run(traces, write_rules(tmp_path, ENGINE_GAP_RULES), rule_matching="all")
+    assert result.engine == name
+    assert [s.rule for s in result.engine_skipped] == skipped
+    engine_name = {"replay": "replay", "sql": "SQL"}[name]
+    for s in result.engine_skipped:
+        assert s.reason.startswith(f"the {engine_name} engine cannot run rule '{s.rule}': ")
+    assert result.skipped == ()
+    assert result.all_skipped == result.engine_skipped
+    everything = ["Cat Opened File", "Getopt From Field", "Concat Of A List", "No Column"]
+    assert list(result.rules_run) == [r for r in everything if r not in skipped]
+    assert by_rule(result) == {"Cat Opened File": 8, "No Column": 8}
+    (warning,) = result.engine_warnings
+    assert (warning.code, warning.message) == (
+        "field-not-in-trace",
+        "rule 'No Column': traces do not record evt.arg[1]; checks on it are false")
+    assert warning.source is not None and warning.source.line == 19
+    assert engine_notes(result) == [
+        *(f"Warning: rule {s.rule!r} skipped: {s.reason}" for s in result.engine_skipped),
+        "Warning: rule 'No Column': traces do not record evt.arg[1]; checks on it are false "
+        "[field-not-in-trace]",
+    ]
+
+
+def test_the_report_lists_rules_the_engine_skipped(
+    traces: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    use_engine("sql", monkeypatch)
+    result = run(traces, write_rules(tmp_path, ENGINE_GAP_RULES), min_priority="Warning")
+    out = StringIO()
+    Console(file=out, width=250, color_system=None).print(render_report(result))
+    text = out.getvalue()
+    assert "Rules:    2 run, 2 skipped" in text
+    assert "Skipped rules (2)" in text
+    assert "the SQL engine cannot run rule 'Getopt From Field': getopt() needs a literal " \
+        "optstring in SQL" in text
+    assert "Rule warnings (1)" in text
+    assert "rule 'No Column': traces do not record evt.arg[1]" in text
+
+
+def test_a_run_where_the_engine_can_run_no_rule(
+    traces: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_engine("replay", monkeypatch)
+    only = ENGINE_GAP_RULES[ENGINE_GAP_RULES.index("- rule: Concat"):
+                            ENGINE_GAP_RULES.index("- rule: No Column")]
+    result = run(traces, write_rules(tmp_path, only))
+    assert result.rules_run == () and result.alerts == ()
+    assert [s.rule for s in result.engine_skipped] == ["Concat Of A List"]
+    assert result.exit_code == EXIT_NO_ALERTS
+
+
 # ---- output files -----------------------------------------------------------------------------
 
 
@@ -360,3 +459,15 @@ def test_write_atomic_keeps_the_old_file_on_failure(
         write_atomic(target, "new\n")
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alerts.json"]
+
+
+def test_rules_to_show_leaves_out_what_sql_cannot_run(tmp_path: Path) -> None:
+    from analyze.run import rules_to_show
+
+    rules_file = str(write_rules(tmp_path, ENGINE_GAP_RULES))
+    rules, skipped = rules_to_show([rules_file])
+    assert [r.rule.name for r in rules] == ["Cat Opened File", "No Column"]
+    assert [s.rule for s in skipped] == ["Getopt From Field", "Concat Of A List"]
+    with pytest.raises(ValueError, match="The rule 'Getopt From Field' does not run: the SQL "
+                       "engine cannot run rule 'Getopt From Field': getopt"):
+        rules_to_show([rules_file], ["Getopt From Field"])

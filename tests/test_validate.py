@@ -123,3 +123,72 @@ def test_garbage_never_tracebacks(tmp_path: Path, content: str) -> None:
     code, out = run("validate", "-r", str(rules), "--summary")
     assert code == 1, out
     assert "Traceback" not in out and "bad.yaml" in out
+
+
+# ---- engine support ---------------------------------------------------------------------------
+
+ENGINE_GAPS = (
+    "- rule: Getopt From Field\n  desc: d\n  output: o\n  priority: INFO\n"
+    "  condition: evt.type = open and getopt((proc.name, proc.pname), proc.name) intersects (x)\n"
+    "- rule: Concat Of A List\n  desc: d\n  output: o\n  priority: INFO\n"
+    "  condition: evt.type = open and concat(proc.name, proc.aname) = x\n"
+    "- rule: No Column\n  desc: d\n  output: o\n  priority: INFO\n"
+    "  condition: evt.type = open and not evt.arg[1] = x and proc.acmdline = y\n"
+    "- rule: Plain\n  desc: d\n  output: o\n  priority: INFO\n"
+    "  condition: evt.type = open and proc.name = cat\n"
+    "- rule: Needs DNS\n  desc: d\n  output: o\n  priority: INFO\n"
+    "  condition: evt.type = connect and fd.sip.name = example.com\n"
+)
+
+
+def test_engine_support_as_json(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text(ENGINE_GAPS)
+    code, out = run("validate", "-r", str(rules), "--format", "json")
+    assert code == 0, out  # a rule one engine cannot run is reported, not an error
+    report = json.loads(out)
+    engines = {r["name"]: r["engines"] for r in report["rules"]}
+    assert engines["Getopt From Field"] == {
+        "replay": True, "sql": False, "sql_error": "getopt() needs a literal optstring in SQL"}
+    concat = engines["Concat Of A List"]
+    assert (concat["replay"], concat["sql"]) == (False, False)
+    assert "concat() takes at least two single values" in concat["replay_error"]
+    assert engines["Plain"] == engines["No Column"] == {"replay": True, "sql": True}
+    assert engines["Needs DNS"] is None  # not evaluable: no engine is asked
+    missing = {r["name"]: r["missing_fields"] for r in report["rules"]}
+    assert missing["No Column"] == ["evt.arg[1]", "proc.acmdline"]
+    assert report["counts"]["engine_unsupported"] == {"replay": 1, "sql": 2}
+    assert report["counts"]["fields_not_in_trace"] == 1
+    (warning,) = [w for w in report["warnings"] if w["code"] == "field-not-in-trace"]
+    assert warning["message"] == (
+        "rule 'No Column': traces do not record evt.arg[1], proc.acmdline; checks on it are false")
+    assert warning["context"]["locations"][0]["item_name"] == "No Column"
+
+
+def test_engine_support_in_the_table(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text(ENGINE_GAPS)
+    code, out = run("validate", "-r", str(rules))
+    assert code == 0, out
+    assert ("Engines:  replay cannot run 1, sql cannot run 2 rule(s) (see Engine support); "
+            "1 rule(s) read fields traces do not record") in out
+    lines = [line.strip() for line in out.splitlines()]
+    section = "\n".join(lines[lines.index("Engine support"):lines.index("Rules")])
+    assert "Getopt From Field" in section and "Concat Of A List" in section
+    assert "Plain" not in section and "No Column" not in section
+    assert "cannot run: getopt() needs a literal optstring in SQL" in section
+    assert "field-not-in-trace" in out
+    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip()
+            for line in out.splitlines() if line.count("│") == 6}
+    assert rows["Getopt From Field"] == "replay engine only"
+    assert rows["Concat Of A List"] == "no engine can run it"
+    assert rows["Plain"] == rows["No Column"] == "ok"
+
+
+@pytest.mark.parametrize("path", [STABLE, LEGACY, SHIPPED], ids=["stable", "legacy", "shipped"])
+def test_rule_files_run_on_both_engines(path: Path) -> None:
+    _, out = run("validate", "-r", str(path), "--format", "json")
+    report = json.loads(out)
+    assert report["counts"]["engine_unsupported"] == {"replay": 0, "sql": 0}
+    evaluable = [r for r in report["rules"] if r["evaluable"]]
+    assert evaluable and all(r["engines"]["replay"] and r["engines"]["sql"] for r in evaluable)
