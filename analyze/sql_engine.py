@@ -11,9 +11,9 @@
 - one scan computes every rule's flag per event, restricted to the time window and to the union
   of the rules' types, and keeps the events some rule matched:
 
-      SELECT evt_num, [matched rule positions] FROM (
+      SELECT evt_num, <positions of the rules that match> AS hits, <...> AS candidate FROM (
           SELECT "evt.num" AS evt_num, <rule 0> AS r0, <rule 1> AS r1, ...
-          FROM events WHERE <window> AND "evt.type" IN (<union>)
+          FROM events WHERE <window> AND "evt.type" IN (SELECT unnest(<union>))
       ) WHERE r0 OR r1 OR ...
 
   DuckDB evaluates the flags in the outer WHERE (an OR it stops early for each event) and
@@ -33,11 +33,12 @@ Security: rule values are bound parameters, never SQL text; the connection comes
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow.compute as pc
 
 from analyze import ast
 from analyze.engine_api import CompiledRule, Match, RunOptions, apply_rule_matching
@@ -75,11 +76,13 @@ class SqlEngineError(RuleError):
 
 @dataclass(frozen=True)
 class RuleQuery:
-    """A statement flagging `rules` (position i in the result lists is `rules[i]`)."""
+    """A statement over `rules`: per event, `hits` lists the positions (in `rules`) of the
+    exact rules that match it, and `candidate` says whether a relaxed rule may match it."""
 
     sql: str
     params: tuple[object, ...]
     rules: tuple[CompiledRule, ...]
+    relaxed: frozenset[int] = frozenset()  # positions of rules whose flag is only a candidate
 
     def inline(self) -> str:
         return inline_params(self.sql, self.params)
@@ -88,9 +91,11 @@ class RuleQuery:
 def build_query(rules: Sequence[CompiledRule], options: RunOptions, *,
                 relax: frozenset[str] = frozenset(),
                 events: Sequence[int] | None = None) -> RuleQuery:
-    """One query over the `events` view: per matching event, the positions of the rules that
-    match it. `relax` is passed to the translator; `events` limits the scan to those evt.nums."""
+    """One query over the `events` view yielding (evt_num, hits, candidate) for the events some
+    rule matches. A rule reading a `relax` column is relaxed (see SqlGenerator.relax) and only
+    sets `candidate`; `events` limits the scan to those evt.nums."""
     runnable = tuple(r for r in rules if r.evttypes)  # no event type: the rule never fires
+    relaxed = frozenset(i for i, r in enumerate(runnable) if _reads(r, relax))
     generator = SqlGenerator(Params(), relax=relax)
     flags = [_flag(generator, rule) for rule in runnable]
     where = _where(generator, runnable, options, events)
@@ -98,13 +103,16 @@ def build_query(rules: Sequence[CompiledRule], options: RunOptions, *,
         f"        -- r{i}: {json.dumps(rule.rule.name)}\n        {flag} AS r{i}"
         for i, (rule, flag) in enumerate(zip(runnable, flags, strict=True))
     )
-    positions = ", ".join(f"CASE WHEN r{i} THEN {i} END" for i in range(len(runnable)))
+    exact = [i for i in range(len(runnable)) if i not in relaxed]
+    positions = ", ".join(f"CASE WHEN r{i} THEN {i} END" for i in exact)
+    candidate = " OR ".join(f"r{i}" for i in sorted(relaxed)) or "false"
     any_flag = " OR ".join(f"r{i}" for i in range(len(runnable))) or "false"
-    sql = (f"SELECT evt_num, list_filter([{positions}], lambda i: i IS NOT NULL) AS hits\n"
+    hits = f"list_filter([{positions}]::INTEGER[], lambda i: i IS NOT NULL)"
+    sql = (f"SELECT evt_num, {hits} AS hits, {candidate} AS candidate\n"
            f"FROM (\n    SELECT {EVT_NUM} AS evt_num,\n{select}\n"
            f"    FROM {VIEW}\n    WHERE {where}\n) WHERE {any_flag}\nORDER BY evt_num")
     statement = compact(sql, generator.params.values)
-    return RuleQuery(statement.sql, statement.params, runnable)
+    return RuleQuery(statement.sql, statement.params, runnable, relaxed)
 
 
 def _flag(generator: SqlGenerator, rule: CompiledRule) -> str:
@@ -132,7 +140,9 @@ def _where(generator: SqlGenerator, rules: Sequence[CompiledRule], options: RunO
         # a scan hint plus a join anyway; an OR chain or a regex cost more per event).
         types = tuple(sorted(frozenset().union(*(r.evttypes for r in rules))))
         terms.append(f"{EVT_TYPE} IN (SELECT unnest({add(types)}))")
-    if events is not None:
+    if events is not None and not events:
+        terms.append("false")
+    elif events is not None:
         # DuckDB pushes the looked-up values into the scan, which skips the other events.
         terms.append(f"{EVT_NUM} IN (SELECT unnest({add(tuple(events))}))")
     return " AND ".join(terms) or "true"
@@ -160,21 +170,14 @@ class SqlEngine:
         first = build_query(rules, options, relax=DEFERRED)  # translation errors before I/O
         if not first.rules:
             return []
-        deferred = [r for r in first.rules if _reads(r, DEFERRED)]
-        deferred_ids = {id(r) for r in deferred}
         con = _connect(open_trace(trace))
         try:
-            matches: list[Match] = []
-            candidates: set[int] = set()
-            for evt_num, rule in _hits(con, first):
-                if id(rule) in deferred_ids:
-                    candidates.add(evt_num)
-                else:
-                    matches.append(Match(evt_num, rule.index, rule.rule.name))
+            matches, candidates = _matches(con, first)
             if candidates:
-                events = sorted(candidates) if len(candidates) <= CANDIDATE_LOOKUP_MAX else None
-                second = build_query(deferred, options, events=events)
-                matches.extend(Match(n, r.index, r.rule.name) for n, r in _hits(con, second))
+                deferred = [first.rules[i] for i in sorted(first.relaxed)]
+                lookup = len(candidates) <= CANDIDATE_LOOKUP_MAX
+                second = build_query(deferred, options, events=candidates if lookup else None)
+                matches.extend(_matches(con, second)[0])
         finally:
             con.close()
         return apply_rule_matching(matches, options.rule_matching)
@@ -196,15 +199,20 @@ def _connect(trace: Trace) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _hits(con: duckdb.DuckDBPyConnection, query: RuleQuery) -> Iterator[tuple[int, CompiledRule]]:
-    """(evt_num, rule) for every rule the query finds matching an event."""
+def _matches(con: duckdb.DuckDBPyConnection, query: RuleQuery) -> tuple[list[Match], list[int]]:
+    """The exact rules' matches, and the events some relaxed rule may match (sorted)."""
     try:
-        rows = con.execute(query.sql, list(query.params)).fetchall()
+        table = con.sql(query.sql, params=list(query.params)).to_arrow_table()
     except duckdb.Error as exc:
         raise _culprit(con, query, exc) from None
-    for evt_num, positions in rows:
-        for position in positions:
-            yield int(evt_num), query.rules[position]
+    hits = table.column("hits").combine_chunks()
+    nums = table.column("evt_num").combine_chunks()
+    rows = pc.list_parent_indices(hits)
+    found = zip(nums.take(rows).to_pylist(), pc.list_flatten(hits).to_pylist(), strict=True)
+    rules = query.rules
+    matches = [Match(n, rules[p].index, rules[p].rule.name) for n, p in found]
+    candidates = nums.filter(table.column("candidate").combine_chunks()).to_pylist()
+    return matches, candidates
 
 
 def _culprit(con: duckdb.DuckDBPyConnection, query: RuleQuery, exc: duckdb.Error) -> Exception:

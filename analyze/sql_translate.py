@@ -235,10 +235,11 @@ class Operand:
         return replace(self, sql=f"list_transform({self.sql}, lambda {var}: {fn(var)})")
 
 
-_EPOCH_NS = 'epoch_ns("evt.time")'
-# Times derived from evt.time as the replay engine derives them (evt.time: UTC, no fraction).
+_EPOCH_NS = f"epoch_ns({quote_ident('evt.time')})"
+# Times derived from evt.time as the replay engine derives them (evt.time as Falco prints it,
+# HH:MM:SS.nnnnnnnnn, but in UTC: a trace does not record the capture's time zone).
 _TIME_FIELDS = {
-    "evt.time": """strftime("evt.time", '%H:%M:%S')""",
+    "evt.time": f"strftime({quote_ident('evt.time')}, '%H:%M:%S.%n')",
     "evt.rawtime": _EPOCH_NS,
     "evt.rawtime.s": f"({_EPOCH_NS} // 1000000000)",
     "evt.rawtime.ns": f"({_EPOCH_NS} % 1000000000)",
@@ -332,6 +333,7 @@ class _Values:
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 _SQL_OPS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "=": "=", "==": "=", "!=": "<>"}
 _STRING_FUNCTIONS = {"contains": "contains", "startswith": "starts_with", "endswith": "ends_with"}
+_LINE = 100  # and/or longer than this are shown one item per line
 _OR_CHAIN_MAX = 4  # below DuckDB's IN-clause rewrite threshold (see SqlGenerator.member)
 _IDENT = re.compile(r'"(?:[^"]|"")+"')
 # Filter-only fd fields: a check on the client side or the server side (semantics.FD_PAIRS), or
@@ -355,6 +357,7 @@ class SqlGenerator:
     relax: frozenset[str] = frozenset()
     _lambdas: int = 0
     _negated: bool = False
+    _depth: int = 0
 
     def sql(self, node: ast.Node) -> str:
         """Dispatch to `<node_type>_sql`; a node type without a handler is an error."""
@@ -376,10 +379,23 @@ class SqlGenerator:
     # -- boolean structure --
 
     def and_sql(self, node: ast.And) -> str:
-        return "(" + " AND ".join(self.sql(i) for i in node.items) + ")"
+        return self.join("AND", node.items)
 
     def or_sql(self, node: ast.Or) -> str:
-        return "(" + " OR ".join(self.sql(i) for i in node.items) + ")"
+        return self.join("OR", node.items)
+
+    def join(self, op: str, items: Sequence[ast.Node]) -> str:
+        """`(a OP b ...)`, one item per line when long (`analyze sql` shows this text)."""
+        self._depth += 1
+        try:
+            parts = [self.sql(i) for i in items]
+        finally:
+            self._depth -= 1
+        flat = "(" + f" {op} ".join(parts) + ")"
+        if len(flat) <= _LINE and "\n" not in flat:
+            return flat
+        pad = "\n" + "    " * (self._depth + 3)  # the query puts conditions 2 levels deep
+        return "(" + pad + (pad + op + " ").join(parts) + ")"
 
     def not_sql(self, node: ast.Not) -> str:
         self._negated = not self._negated
