@@ -205,15 +205,13 @@ def _empty_trace() -> DuckDBPyConnection:
     import duckdb
 
     from analyze.query import VIEW
-    from analyze.sql_translate import MACROS
+    from analyze.sql_engine import install_macros
     from schemas.trace import arrow_schema
 
     con = duckdb.connect(":memory:", config={"enable_external_access": False})
     try:
         con.register(VIEW, arrow_schema().empty_table())
-        for macro in MACROS:
-            con.execute(macro)
     except duckdb.Error:
         con.close()
         raise
-    return con
+    return install_macros(con)

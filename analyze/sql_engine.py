@@ -188,8 +188,8 @@ def _reads(rule: CompiledRule, columns: frozenset[str]) -> bool:
     return any(f.name in columns for f in ast.fields_of(rule.rule.ast))
 
 
-def _connect(trace: Trace) -> duckdb.DuckDBPyConnection:
-    con = connect(trace)
+def install_macros(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Create the translator's SQL macros on `con`; close it if that fails."""
     try:
         for macro in MACROS:
             con.execute(macro)
@@ -197,6 +197,10 @@ def _connect(trace: Trace) -> duckdb.DuckDBPyConnection:
         con.close()
         raise
     return con
+
+
+def _connect(trace: Trace) -> duckdb.DuckDBPyConnection:
+    return install_macros(connect(trace))
 
 
 def _matches(con: duckdb.DuckDBPyConnection, query: RuleQuery) -> tuple[list[Match], list[int]]:
