@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from analyze.errors import RuleError
 
 if TYPE_CHECKING:
     from analyze.run import RunResult
+    from capture.record import RecordOptions, RecordProgress, RecordStats
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -87,11 +90,12 @@ class CliGroup(click.Group):
 @click.group(cls=CliGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="sysreplay", prog_name="capture")
 def capture() -> None:
-    """Record Linux syscalls with eBPF into a Parquet trace (needs root).
+    """Record Linux syscalls with eBPF into a Parquet trace (needs root), import captures.
 
     \b
     Example:
-        capture --version
+        capture doctor
+        capture record -o trace.parquet --duration 1m
     """
 
 
@@ -164,6 +168,244 @@ def info_cmd(traces: tuple[str, ...], fmt: str) -> None:
         _print_json(info.to_dict())
     else:
         Console().print(trace_info_table(info))
+
+
+# --- capture record, doctor, recover ------------------------------------------------------------
+
+# Kept in step with capture.bpf_render.PRESETS (a test checks it); listed here so that `--help`
+# does not import the capture modules.
+PRESET_CHOICES = ("default", "exec", "all")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+
+
+class Duration(click.ParamType):
+    """Seconds: `30s`, `10m`, `1h30m`, `250ms`, or a plain number of seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        parts = list(_DURATION_PART.finditer(text))
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif parts and "".join(p.group(0) for p in parts) == text:
+            seconds = sum(float(p.group(1)) * _SECONDS[p.group(2)] for p in parts)
+        else:
+            self.fail(f"{value!r} is not a duration; write e.g. 30s, 10m, 1h30m or 45.", param, ctx)
+        if seconds <= 0:
+            self.fail(f"{value!r}: the duration must be more than zero.", param, ctx)
+        return seconds
+
+
+class ByteSize(click.ParamType):
+    """Bytes: `256MB`, `1.5G`, `512KiB`, or a plain number; K, M, G, T are powers of 1024."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        m = _SIZE.fullmatch(str(value).strip())
+        if m is None:
+            self.fail(f"{value!r} is not a size; write e.g. 256MB, 1G or 1048576.", param, ctx)
+        size = int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " "))
+        if size <= 0:
+            self.fail(f"{value!r}: the size must be more than zero.", param, ctx)
+        return size
+
+
+def _comma_list(ctx: click.Context, param: click.Parameter, value: str | None
+                ) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    if not names:
+        raise click.BadParameter("name at least one syscall, e.g. --syscalls execve,openat.")
+    return names
+
+
+@capture.command("record")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="The trace file to write; with rotation, a directory of segments.")
+@click.option("--duration", type=Duration(),
+              help="Stop after this long (30s, 10m, 1h, or seconds). Default: until Ctrl-C or "
+              "SIGTERM.")
+@click.option("--preset", type=click.Choice(PRESET_CHOICES),
+              help="The syscalls to record: default (what the rules need), exec (processes "
+              "only) or all. [default: default]")
+@click.option("--syscalls", callback=_comma_list,
+              help="Record exactly these syscalls instead of a preset (comma-separated).")
+@click.option("--pid", "pids", type=click.IntRange(min=1), multiple=True,
+              help="Only this process (repeatable).")
+@click.option("--comm", "comms", multiple=True,
+              help="Only processes with this command name (repeatable; 15 characters kept).")
+@click.option("--exclude-comm", "exclude_comms", multiple=True,
+              help="Not processes with this command name (repeatable); filtered in the kernel.")
+@click.option("--rotate-size", "rotate_bytes", type=ByteSize(),
+              help="Start a new segment at this size (256MB, 1G); OUTPUT becomes a directory.")
+@click.option("--rotate-seconds", type=Duration(),
+              help="Start a new segment after this long (600, 10m); OUTPUT becomes a directory.")
+@click.option("--print-bpf", is_flag=True,
+              help="Print the BPF C program these options load, and exit (no root needed).")
+def record_cmd(output: str, duration: float | None, preset: str | None,
+               syscalls: tuple[str, ...] | None, pids: tuple[int, ...], comms: tuple[str, ...],
+               exclude_comms: tuple[str, ...], rotate_bytes: int | None,
+               rotate_seconds: float | None, print_bpf: bool) -> None:
+    """Record syscalls with eBPF into a trace, until --duration, Ctrl-C or SIGTERM (needs root).
+
+    Every way of stopping leaves a complete trace. Until the end, events go to a spool next to
+    OUTPUT (OUTPUT.spool), synced every second: after a crash or `kill -9`, `capture recover`
+    turns it into a trace. Filters (--pid, --comm, --exclude-comm) run in the kernel, on the
+    command name a syscall starts with: the execve that starts an excluded program is still
+    recorded. Progress shows on stderr; the last line sums up events, drops and bytes/event.
+
+    \b
+    Example:
+        capture record -o trace.parquet --duration 10m
+        capture record -o traces/ --rotate-size 256MB --exclude-comm sshd
+        capture record -o nginx.parquet --comm nginx --preset all --duration 30s
+    """
+    from capture.record import RecordOptions, program_text
+
+    if preset is not None and syscalls is not None:
+        raise click.UsageError("Give --preset or --syscalls, not both.")
+    options = RecordOptions(
+        duration=duration, preset=preset or "default", syscalls=syscalls, pids=pids,
+        comms=comms, exclude_comms=exclude_comms, rotate_bytes=rotate_bytes,
+        rotate_seconds=rotate_seconds,
+    )
+    text = program_text(options)  # checks the options before anything needs root
+    if print_bpf:
+        click.echo(text, nl=False)
+        return
+    if not options.rotating and os.path.isdir(output):
+        raise click.UsageError(f"{output} is a directory: name a file, or rotate (--rotate-size, "
+                               "--rotate-seconds) to write segments into it.")
+    _refuse_unless_capture_can_run()
+    stats = _record_with_progress(options, output)
+    click.echo(_record_summary(stats))
+    if stats.dropped:
+        counts = ", ".join(f"{k} {v:,}" for k, v in stats.drops.items() if v)
+        advice = (" The ring buffer filled: record fewer syscalls (--preset exec) or processes "
+                  "(--comm, --exclude-comm)." if stats.drops.get("ringbuf_full") else "")
+        click.echo(f"Warning: {stats.dropped:,} events were dropped ({counts}).{advice}",
+                   err=True)
+
+
+def _refuse_unless_capture_can_run() -> None:
+    """The doctor's checks (all but the test compile); any failure stops with its fix."""
+    from capture.doctor import FAILED, run_checks
+
+    failed = [c for c in run_checks(compile_program=False).checks if c.status == FAILED]
+    if failed:
+        lines = [f"  {c.name}: {c.detail}\n    fix: {c.fix}" for c in failed]
+        raise click.ClickException(
+            "capture cannot run on this machine:\n" + "\n".join(lines)
+            + "\nRun `capture doctor` for every check."
+        )
+
+
+def _record_with_progress(options: RecordOptions, output: str) -> RecordStats:
+    """`record()`, with a live status line on stderr when it is a terminal."""
+    from rich.live import Live
+
+    from capture.record import record
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return record(options, output)
+    with Live(f"starting the capture into {escape(output)} (Ctrl-C stops it)...",
+              console=console, transient=True) as live:
+
+        def show(p: RecordProgress) -> None:
+            live.update(_progress_line(p, options.duration))
+
+        return record(options, output, show)
+
+
+def _progress_line(p: RecordProgress, duration: float | None) -> str:
+    """One line that fits 80 columns: elapsed (remaining), events, rate, drops, bytes."""
+    clock = _clock(p.elapsed)
+    if duration is not None:
+        clock += f" ({_clock(max(duration - p.elapsed, 0))} left)"
+    return (f"recording {clock}  {p.events:,} events  {p.events_per_second:,.0f}/s  "
+            f"{p.dropped:,} dropped  {_megabytes(p.bytes_written)} written")
+
+
+def _record_summary(stats: RecordStats) -> str:
+    where = (str(stats.outputs[0]) if len(stats.outputs) == 1
+             else f"{len(stats.outputs)} segments in {stats.outputs[0].parent}")
+    ended = {"duration": "", "signal": ", stopped by a signal", "stop": ""}[stats.stopped_by]
+    return (f"Recorded {stats.events:,} events ({stats.dropped:,} dropped) in "
+            f"{stats.seconds:.1f} s{ended}: {stats.bytes_per_event:.1f} bytes/event, "
+            f"{_megabytes(stats.output_bytes)} in {where}.")
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+@capture.command("doctor")
+@click.option("--fix", is_flag=True, help="Mount tracefs when it is missing (needs root).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+)
+def doctor_cmd(fix: bool, fmt: str) -> None:
+    """Check that this machine can capture, and say exactly what to do where it cannot.
+
+    Checks the architecture, root, the bpf() syscall, BPF ring buffers, tracefs and the
+    tracepoints, BCC, the kernel headers, and compiles and loads a small program. Each failure
+    comes with its fix; a check whose prerequisite failed is skipped. Exit status 1 when
+    capture cannot run.
+
+    \b
+    Example:
+        capture doctor
+        capture doctor --fix --format json
+    """
+    from capture.doctor import render_report, run_checks
+
+    report = run_checks(mount_tracefs=fix)
+    if fmt == "json":
+        _print_json(report.to_dict())
+    else:
+        click.echo(render_report(report))
+    if not report.ok:
+        sys.exit(1)
+
+
+@capture.command("recover")
+@click.argument("spool", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="The trace to write. Default: SPOOL without its .spool suffix.")
+def recover_cmd(spool: str, output: str | None) -> None:
+    """Turn the spool of a capture that was killed (OUT.spool) into a trace.
+
+    The spool holds every event up to the last sync (one second before the end, at most); the
+    trace's drop count is unknown, since the kernel's counters ended with the capture. The spool
+    is removed once the trace is written.
+
+    \b
+    Example:
+        capture recover trace.parquet.spool
+        capture recover traces/segment-00003.parquet.spool -o last.parquet
+    """
+    from capture.record import SPOOL_SUFFIX, recover_spool
+
+    meta = recover_spool(spool, output)
+    target = output or spool.removesuffix(SPOOL_SUFFIX)
+    click.echo(f"Recovered {meta.events:,} events into {target} (drops unknown).")
 
 
 # --- analyze ------------------------------------------------------------------------------------

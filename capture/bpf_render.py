@@ -137,6 +137,7 @@ class ProgramOptions:
     self_tgid: int  # the capture's own process, excluded in the kernel
     pids: tuple[int, ...] = ()  # only these processes (tgids); () = all
     comms: tuple[str, ...] = ()  # only these command names (comm, 15 chars); () = all
+    exclude_comms: tuple[str, ...] = ()  # not these command names
     ringbuf_pages: int = 8192  # ring buffer size in pages (power of two): 32 MiB of 4 KiB pages
     stash_entries: int = 65536  # threads that can be inside a selected syscall at once
     path_slot: int = 4096  # most bytes kept of one path (NUL included)
@@ -195,7 +196,7 @@ def placeholder_values(options: ProgramOptions) -> dict[str, str]:
         "STASH_ENTRIES": str(options.stash_entries),
         "RINGBUF_PAGES": str(options.ringbuf_pages),
         "SYSCALL_CASES": "\n".join(f"    case {s.nr}: /* {s.name} */" for s in specs),
-        "TASK_FILTER": render_task_filter(options.pids, options.comms),
+        "TASK_FILTER": render_task_filter(options.pids, options.comms, options.exclude_comms),
         "ITEM_CASES": "\n".join(c for s in specs if (c := render_item_case(s, options))),
     }
 
@@ -225,17 +226,22 @@ def _item_call(index: int, item: Item) -> str:
     raise RenderError(f"Unknown item kind {item.kind!r}.")
 
 
-def render_task_filter(pids: tuple[int, ...], comms: tuple[str, ...]) -> str:
+def render_task_filter(pids: tuple[int, ...], comms: tuple[str, ...],
+                       exclude_comms: tuple[str, ...] = ()) -> str:
     """C statements (inside `task_selected(u32 tgid)`) that return 0 for unselected tasks."""
     parts: list[str] = []
     if pids:
         cases = " ".join(f"case {p}:" for p in sorted(set(pids)))
         parts.append(f"    switch (tgid) {{ {cases} break; default: return 0; }}")
+    if comms or exclude_comms:
+        parts.append("    char comm[16] = {};\n"
+                     "    bpf_get_current_comm(&comm, sizeof(comm));")
     if comms:
         tests = " |\n        ".join(_comm_test(c) for c in dict.fromkeys(comms))
-        parts.append("    char comm[16] = {};\n"
-                     "    bpf_get_current_comm(&comm, sizeof(comm));\n"
-                     f"    if (!({tests}))\n        return 0;")
+        parts.append(f"    if (!({tests}))\n        return 0;")
+    if exclude_comms:
+        tests = " |\n        ".join(_comm_test(c) for c in dict.fromkeys(exclude_comms))
+        parts.append(f"    if ({tests})\n        return 0;")
     return "\n".join(parts)
 
 
@@ -269,5 +275,5 @@ def _check(options: ProgramOptions) -> None:
         raise RenderError("stash_entries must be positive.")
     if any(p <= 0 for p in options.pids):
         raise RenderError("Process ids in the pid filter must be positive.")
-    if any(not c or "\0" in c for c in options.comms):
+    if any(not c or "\0" in c for c in (*options.comms, *options.exclude_comms)):
         raise RenderError("Command names in the comm filter must be non-empty.")

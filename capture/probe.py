@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import struct
 from collections.abc import Iterator
@@ -179,6 +180,9 @@ class RingReader:
                                mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
                                offset=page)
+        # The consumer position must be published with one 8-byte store: struct.pack_into writes
+        # it piecewise, and a kernel reading a torn value refuses reservations (false drops).
+        self._cons_pos = ctypes.c_uint64.from_buffer(self._cons)
         self.bytes_read = 0
 
     def pending(self) -> int:
@@ -202,8 +206,7 @@ class RingReader:
 
     def consume(self, n: int) -> None:
         if n:
-            cons = struct.unpack_from("<Q", self._cons, 0)[0]
-            struct.pack_into("<Q", self._cons, 0, cons + n)
+            self._cons_pos.value += n
             self.bytes_read += n
 
     def records(self, comms: dict[bytes, str], max_bytes: int = 8 << 20) -> list[Record]:
@@ -216,6 +219,7 @@ class RingReader:
         return records
 
     def close(self) -> None:
+        del self._cons_pos  # the mmap cannot close while a ctypes view exports its buffer
         self._cons.close()
         self._prod.close()
 

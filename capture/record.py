@@ -36,8 +36,9 @@ from typing import IO, Any
 import pyarrow as pa
 
 from capture.bpf_render import ProgramOptions, arch_supported, render, resolve_syscalls
-from capture.enrich import Enricher, RowBatch
+from capture.enrich import Enricher
 from capture.probe import Features, Probe, detect_features, tracefs_root
+from capture.rows import RowBatch
 from capture.trace_writer import DEFAULT_ROW_GROUP_ROWS, TraceWriter
 from schemas.trace import ANCESTOR_DEPTH, SOURCE_LIVE, TraceError, TraceMeta, arrow_schema
 
@@ -60,6 +61,7 @@ class RecordOptions:
     extra_syscalls: tuple[str, ...] = ()  # added to the preset
     pids: tuple[int, ...] = ()  # only these processes
     comms: tuple[str, ...] = ()  # only these command names
+    exclude_comms: tuple[str, ...] = ()  # not these command names (filtered in the kernel)
     ringbuf_bytes: int = 32 << 20  # power of two
     path_max: int = 4096
     arg_max: int = 1024
@@ -78,7 +80,8 @@ class RecordOptions:
         pages = self.ringbuf_bytes // os.sysconf("SC_PAGE_SIZE")
         return ProgramOptions(
             syscalls=resolve_syscalls(self.preset, self.extra_syscalls, self.syscalls),
-            self_tgid=self_tgid, pids=self.pids, comms=self.comms, ringbuf_pages=pages,
+            self_tgid=self_tgid, pids=self.pids, comms=self.comms,
+            exclude_comms=self.exclude_comms, ringbuf_pages=pages,
             path_slot=self.path_max, arg_slot=self.arg_max, max_args=self.max_args,
             has_group_dead=features.has_group_dead, local_endpoints=features.local_endpoints,
         )

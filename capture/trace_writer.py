@@ -8,7 +8,11 @@ Used by `capture import` now and by live capture later. The writer
 - writes to `<dst>.tmp` with mode 0600 (traces hold command lines, environments and I/O data) and
   renames it over `dst` only when `close()` succeeds: a reader never sees a half-written trace;
 - puts the footer metadata (`TraceMeta`: counts, time range, drops) in place at `close()`, when the
-  counts are known.
+  counts are known;
+- chooses each column's encoding (`column_encodings`): DELTA_BINARY_PACKED for the monotonic or
+  nearly-unique integers (event number, time, process age), whose dictionaries would hold a value
+  per row, and dictionary encoding for everything else, with one compact dictionary per column
+  and row group (`_compact_dictionaries`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ DEFAULT_ROW_GROUP_ROWS = 64 * 1024
 COMPRESSION = "zstd"
 # zstd's own default level: most of the ratio of the higher levels at a fraction of the cost.
 COMPRESSION_LEVEL = 3
+# Integer columns that are (nearly) sorted or unique per event: a dictionary would hold one entry
+# per row, while the deltas between rows are small. Measured on a live mixed capture (15.4 ->
+# 7.4 bytes/event with the dictionary fix below) and the imported k8s scap (29.3 -> 18.4).
+# Process ids, fds and return values repeat: they stay with the dictionary (delta made them larger).
+DELTA_COLUMNS = ("evt.num", "evt.time", "proc.duration")
+DELTA_ENCODING = "DELTA_BINARY_PACKED"
 
 
 class TraceWriteError(TraceError):
@@ -138,9 +148,11 @@ class TraceWriter:
                 f"Cannot create the trace file {self.tmp}: {exc.strerror}."
             ) from exc
         self._file = os.fdopen(fd, "wb")
+        dictionary, encodings = column_encodings(self.schema)
         self._writer = pq.ParquetWriter(
             self._file, self.schema, compression=COMPRESSION,
-            compression_level=COMPRESSION_LEVEL, use_dictionary=True, write_statistics=True,
+            compression_level=COMPRESSION_LEVEL, use_dictionary=dictionary,
+            column_encoding=encodings, write_statistics=True,
             sorting_columns=[pq.SortingColumn(self.schema.get_field_index(SORT_COLUMN))],
         )
 
@@ -151,14 +163,18 @@ class TraceWriter:
         table = self._sorted(pa.concat_tables(self._pending))
         keep = 0 if final else table.num_rows % self.row_group_rows
         done, rest = table.slice(0, table.num_rows - keep), table.slice(table.num_rows - keep)
-        self._pending, self._pending_rows = ([rest], keep) if keep else ([], 0)
+        # The rest is compacted so that its dictionaries do not carry every value seen so far.
+        self._pending = [_compact_dictionaries(rest)] if keep else []
+        self._pending_rows = keep
         if done.num_rows == 0:
             return
         if self._writer is None:
             self._open()
         assert self._writer is not None
         try:
-            self._writer.write_table(done, row_group_size=self.row_group_rows)
+            for start in range(0, done.num_rows, self.row_group_rows):
+                group = _compact_dictionaries(done.slice(start, self.row_group_rows))
+                self._writer.write_table(group, row_group_size=self.row_group_rows)
         except OSError as exc:
             raise TraceWriteError(f"Could not write the trace {self.tmp}: {exc}.") from exc
         self.events += done.num_rows
@@ -187,6 +203,40 @@ class TraceWriter:
         if self._time_range is not None:
             lo, hi = min(lo, self._time_range[0]), max(hi, self._time_range[1])
         self._time_range = (lo, hi)
+
+
+def column_encodings(schema: pa.Schema) -> tuple[list[str], dict[str, str]]:
+    """The Parquet columns to dictionary-encode, and the explicit encodings of the others.
+
+    Parquet names a list column's values `<name>.list.element`; the writer wants those paths."""
+    dictionary = [
+        f"{f.name}.list.element" if pa.types.is_list(f.type) else f.name
+        for f in schema if f.name not in DELTA_COLUMNS
+    ]
+    return dictionary, {name: DELTA_ENCODING for name in DELTA_COLUMNS if name in schema.names}
+
+
+def _compact_dictionaries(table: pa.Table) -> pa.Table:
+    """Each dictionary column as one chunk whose dictionary holds exactly the values used.
+
+    Why: producers build a dictionary per batch, and Arrow's Parquet writer, given a column chunk
+    whose dictionary changes between batches, falls back to PLAIN encoding for the rest of it
+    (the imported k8s capture grew by a third). It also writes the Arrow dictionary as it is,
+    unused values included, so a slice of a larger batch must not keep the whole dictionary."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_dictionary(column.type) and column.num_chunks:
+            column = _compact(column.combine_chunks())
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
+def _compact(array: pa.DictionaryArray) -> pa.DictionaryArray:
+    used = pc.unique(array.indices).drop_null()
+    if len(used) == len(array.dictionary):
+        return array
+    indices = pc.index_in(array.indices, value_set=used).cast(array.type.index_type)
+    return pa.DictionaryArray.from_arrays(indices, array.dictionary.take(used))
 
 
 def _is_sorted(nums: pa.ChunkedArray) -> bool:

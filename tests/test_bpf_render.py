@@ -26,17 +26,7 @@ from capture.bpf_render import (
     resolve_syscalls,
 )
 from capture.doctor import FAILED, OK, SKIPPED, Check, DoctorReport, render_report
-from capture.enrich import (
-    MODE_NAMES,
-    Enricher,
-    RowBatch,
-    UserDb,
-    container_of,
-    errno_name,
-    open_flags,
-    parse_sockaddr,
-    render_flags,
-)
+from capture.enrich import Enricher
 from capture.probe import (
     HEADER,
     REC_EXEC_ARGS,
@@ -47,7 +37,10 @@ from capture.probe import (
     decode,
     detect_features,
 )
+from capture.proc_table import UserDb, container_of
 from capture.record import Segment, recover_spool
+from capture.render_args import MODE_NAMES, errno_name, open_flags, parse_sockaddr, render_flags
+from capture.rows import RowBatch
 from schemas.trace import SOURCE_LIVE, TraceMeta
 
 ANCHORS = Path("/work/shared/anchors/falco-rules")

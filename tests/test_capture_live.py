@@ -158,10 +158,18 @@ def start_child(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     spool = out.with_name(out.name + ".spool")
     deadline = time.monotonic() + 30
-    while not spool.exists() or spool.stat().st_size < 1000:  # schema and a first flush
-        assert child.poll() is None, child.communicate()
-        assert time.monotonic() < deadline, "the capture did not start"
-        time.sleep(0.05)
+    try:
+        # Wait for the schema and a first flush; on an idle machine nothing else makes syscalls
+        # the default preset records, so make some while waiting.
+        while not spool.exists() or spool.stat().st_size < 1000:
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the capture did not start"
+            subprocess.run(["cat", "/etc/hostname"], check=True, stdout=subprocess.DEVNULL)
+            time.sleep(0.05)
+    except AssertionError:
+        child.kill()  # never leave a capture running behind a failed test
+        child.communicate()
+        raise
     for _ in range(3):
         subprocess.run(["cat", "/etc/hostname"], check=True, stdout=subprocess.DEVNULL)
     time.sleep(0.6)  # past a flush
