@@ -575,7 +575,7 @@ def _priority_option(ctx: click.Context, param: click.Parameter, value: str) -> 
 )
 @click.option(
     "--engine", type=click.Choice(ENGINE_CHOICES), default="auto", show_default=True,
-    help="auto: the faster engine present (today the replay evaluator, then SQL).",
+    help="auto: the faster engine present (today SQL, then the replay evaluator).",
 )
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "text", "json"]), default="table",
@@ -634,9 +634,15 @@ def run_cmd(ctx: click.Context, traces: tuple[str, ...], rule_paths: tuple[str, 
     options = RunOptions(min_priority=min_priority, tags=tags, skip_tags=skip_tags,
                          rule_matching="all" if rule_matching == "all" else "first")
     result = run_analysis(RunRequest(traces, rule_paths, engine, options, since, until))
-    if not result.rules_run and fmt != "table":
-        click.echo("Warning: no rule ran (see --format table for why each was skipped).",
-                   err=True)
+    if fmt != "table":
+        # The report lists skipped rules and field warnings; json/text keep stdout for alerts.
+        from analyze.run_render import engine_notes
+
+        for line in engine_notes(result):
+            click.echo(line, err=True)
+        if not result.rules_run:
+            click.echo("Warning: no rule ran (see --format table for why each was skipped).",
+                       err=True)
     if output is None:
         _print_run(result, fmt, max_alerts)
     else:
