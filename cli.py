@@ -605,11 +605,20 @@ def _priority_option(ctx: click.Context, param: click.Parameter, value: str) -> 
     "--max-alerts", type=click.IntRange(min=0), default=20, show_default=True,
     help="Alerts listed in the table report (the counts always cover them all).",
 )
+@click.option(
+    "--html", "html_path", type=click.Path(dir_okay=False),
+    help="Also write the report as one self-contained HTML page (timeline chart, no scripts).",
+)
+@click.option(
+    "--html-max-alerts", type=click.IntRange(min=0), default=10_000, show_default=True,
+    help="Alerts listed in the HTML report (the counts always cover them all).",
+)
 @click.pass_context
 def run_cmd(ctx: click.Context, traces: tuple[str, ...], rule_paths: tuple[str, ...],
             engine: str, fmt: str, output: str | None, min_priority: str,
             tags: tuple[str, ...], skip_tags: tuple[str, ...], rule_matching: str,
-            since: str | None, until: str | None, max_alerts: int) -> None:
+            since: str | None, until: str | None, max_alerts: int, html_path: str | None,
+            html_max_alerts: int) -> None:
     """Replay a trace through Falco rules and report the alerts, like Falco would have.
 
     TRACES is a trace file, a directory of segments or a glob; several name the segments of one
@@ -619,18 +628,24 @@ def run_cmd(ctx: click.Context, traces: tuple[str, ...], rule_paths: tuple[str, 
     Exit status: 0 when no rule matched, 3 when there are alerts, 1 on any error (a bad rule
     file, a missing or foreign trace), 2 on a bad option. The json format is Falco's, one alert
     per line, with evt.num always in output_fields; the text format is Falco's alert line.
+    --html writes the report as a page to attach to a ticket, whatever the --format.
 
     \b
     Example:
         analyze run trace.parquet -r rules/
         analyze run trace.parquet -r falco_rules.yaml --min-priority warning -T mitre_discovery
         analyze run trace.parquet -r rules/ --format json -o alerts.json --since +30s
+        analyze run trace.parquet -r rules/ --html report.html
     """
     from analyze.engine_api import RunOptions
     from analyze.run import RunRequest, check_output_path, run_analysis, write_atomic
 
-    if output is not None:
-        check_output_path(output)
+    for path in (output, html_path):
+        if path is not None:
+            check_output_path(path)
+    if output is not None and html_path is not None and (
+            os.path.abspath(output) == os.path.abspath(html_path)):
+        raise click.UsageError("-o and --html name the same file.")
     options = RunOptions(min_priority=min_priority, tags=tags, skip_tags=skip_tags,
                          rule_matching="all" if rule_matching == "all" else "first")
     result = run_analysis(RunRequest(traces, rule_paths, engine, options, since, until))
@@ -643,6 +658,11 @@ def run_cmd(ctx: click.Context, traces: tuple[str, ...], rule_paths: tuple[str, 
         if not result.rules_run:
             click.echo("Warning: no rule ran (see --format table for why each was skipped).",
                        err=True)
+    if html_path is not None:
+        from analyze.report_html import render_html
+
+        write_atomic(html_path, render_html(result, max_alerts=html_max_alerts))
+        click.echo(f"Wrote report to {html_path}.", err=True)
     if output is None:
         _print_run(result, fmt, max_alerts)
     else:

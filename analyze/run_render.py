@@ -144,7 +144,7 @@ def summary_panel(result: RunResult, stats: AlertStats) -> Panel:
     lines = [
         "Trace:    " + escape(", ".join(str(p) for p in info.paths))
         + (f"  (host {escape(', '.join(info.hostnames))})" if info.hostnames else ""),
-        "Time:     " + _time_range(result),
+        "Time:     " + time_range(result),
         f"Events:   {result.events:,} analysed in {result.engine_seconds:.3f} s "
         f"({result.events_per_second:,.0f} events/s); wall time {result.total_seconds:.3f} s",
         "Drops:    " + _drops(result),
@@ -156,7 +156,8 @@ def summary_panel(result: RunResult, stats: AlertStats) -> Panel:
     return Panel("\n".join(lines), title="analyze run", title_align="left")
 
 
-def _time_range(result: RunResult) -> str:
+def time_range(result: RunResult) -> str:
+    """The analysed window: `<start> to <end> (<duration>)`, the date once when both share it."""
     start, end = result.window_start_ns, result.window_end_ns
     if start is None or end is None:
         return "unknown (the trace records no time range)"

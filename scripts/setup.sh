@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 machine for sysreplay, from nothing, as root:
-#   1. system packages: BCC (library, Python bindings, tools), sysdig (the reference), venv/pip;
+#   1. system packages: BCC (library, Python bindings, tools), sysdig (the reference), venv/pip,
+#      chromium (headless, for the HTML report test);
 #   2. kernel headers BCC can compile against, linked under /lib/modules/$(uname -r);
 #   3. tracefs mounted at /sys/kernel/tracing;
 #   4. the project venv (.venv, Debian's python3 with system site-packages so `import bcc` works)
@@ -17,7 +18,8 @@ VENV=${SYSREPLAY_VENV:-$ROOT/.venv}
 PYTHON=/usr/bin/python3  # Debian's: python3-bpfcc installs `bcc` for this interpreter only
 STAMP=$VENV/.sysreplay-setup-stamp
 
-APT_PACKAGES=(python3-venv python3-pip python3-bpfcc bpfcc-tools libbpfcc sysdig)
+# chromium: tests/test_report_html.py renders the `analyze run --html` page in it, headless.
+APT_PACKAGES=(python3-venv python3-pip python3-bpfcc bpfcc-tools libbpfcc sysdig chromium)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
