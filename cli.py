@@ -243,10 +243,22 @@ def _comma_list(ctx: click.Context, param: click.Parameter, value: str | None
               help="Record exactly these syscalls instead of a preset (comma-separated).")
 @click.option("--pid", "pids", type=click.IntRange(min=1), multiple=True,
               help="Only this process (repeatable).")
+@click.option("--follow", "follow_pids", type=click.IntRange(min=1), multiple=True,
+              help="Only this process and its descendants, forked after the start too "
+              "(repeatable); filtered in the kernel.")
 @click.option("--comm", "comms", multiple=True,
               help="Only processes with this command name (repeatable; 15 characters kept).")
 @click.option("--exclude-comm", "exclude_comms", multiple=True,
               help="Not processes with this command name (repeatable); filtered in the kernel.")
+@click.option("--container", "containers", multiple=True,
+              help="Only processes in this container: its id (12 or 64 hex digits), its name "
+              "(needs a runtime socket), or host (repeatable); filtered in user space, after "
+              "enrichment.")
+@click.option("--runtime-socket", "runtime_sockets", multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="A Docker Engine API socket (Docker, podman) to ask for container names and "
+              "images (repeatable). Default: $DOCKER_HOST (unix://), /var/run/docker.sock, "
+              "/run/podman/podman.sock, those that exist.")
 @click.option("--rotate-size", "rotate_bytes", type=ByteSize(),
               help="Start a new segment at this size (256MB, 1G); OUTPUT becomes a directory.")
 @click.option("--rotate-seconds", type=Duration(),
@@ -254,22 +266,32 @@ def _comma_list(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--print-bpf", is_flag=True,
               help="Print the BPF C program these options load, and exit (no root needed).")
 def record_cmd(output: str, duration: float | None, preset: str | None,
-               syscalls: tuple[str, ...] | None, pids: tuple[int, ...], comms: tuple[str, ...],
-               exclude_comms: tuple[str, ...], rotate_bytes: int | None,
+               syscalls: tuple[str, ...] | None, pids: tuple[int, ...],
+               follow_pids: tuple[int, ...], comms: tuple[str, ...],
+               exclude_comms: tuple[str, ...], containers: tuple[str, ...],
+               runtime_sockets: tuple[str, ...], rotate_bytes: int | None,
                rotate_seconds: float | None, print_bpf: bool) -> None:
     """Record syscalls with eBPF into a trace, until --duration, Ctrl-C or SIGTERM (needs root).
 
     Every way of stopping leaves a complete trace. Until the end, events go to a spool next to
     OUTPUT (OUTPUT.spool), synced every second: after a crash or `kill -9`, `capture recover`
-    turns it into a trace. Filters (--pid, --comm, --exclude-comm) run in the kernel, on the
-    command name a syscall starts with: the execve that starts an excluded program is still
-    recorded. Progress shows on stderr; the last line sums up events, drops and bytes/event.
+    turns it into a trace. Filters (--pid, --follow, --comm, --exclude-comm) run in the kernel;
+    --comm and --exclude-comm look at the command name a syscall starts with: the execve that
+    starts an excluded program is still recorded. --container runs in user space (the kernel's
+    only container handle is the cgroup-v2 id, which a container on cgroup v1 does not have):
+    every event still reaches the capture, which keeps those of processes in the named
+    containers. Container names and images come from the runtime's API (Docker or podman
+    socket); containerd and CRI-O (gRPC) are not asked: their rows have container.id and
+    container.type only. Progress shows on stderr; the last line sums up events, drops and
+    bytes/event.
 
     \b
     Example:
         capture record -o trace.parquet --duration 10m
         capture record -o traces/ --rotate-size 256MB --exclude-comm sshd
         capture record -o nginx.parquet --comm nginx --preset all --duration 30s
+        capture record -o build.parquet --follow 4242 --duration 5m
+        capture record -o web.parquet --container web --runtime-socket /run/podman/podman.sock
     """
     from capture.record import RecordOptions, program_text
 
@@ -277,8 +299,9 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
         raise click.UsageError("Give --preset or --syscalls, not both.")
     options = RecordOptions(
         duration=duration, preset=preset or "default", syscalls=syscalls, pids=pids,
-        comms=comms, exclude_comms=exclude_comms, rotate_bytes=rotate_bytes,
-        rotate_seconds=rotate_seconds,
+        follow_pids=follow_pids, comms=comms, exclude_comms=exclude_comms,
+        rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds, containers=containers,
+        runtime_sockets=runtime_sockets,
     )
     text = program_text(options)  # checks the options before anything needs root
     if print_bpf:
@@ -406,6 +429,53 @@ def recover_cmd(spool: str, output: str | None) -> None:
     meta = recover_spool(spool, output)
     target = output or spool.removesuffix(SPOOL_SUFFIX)
     click.echo(f"Recovered {meta.events:,} events into {target} (drops unknown).")
+
+
+@capture.command("scenario")
+@click.argument("names", nargs=-1)
+@click.option("--all", "run_all", is_flag=True, help="Record every scenario.")
+@click.option("--list", "list_only", is_flag=True,
+              help="Describe the scenarios and the rules each must fire, and exit.")
+@click.option("-o", "--output", type=click.Path(file_okay=False),
+              help="The directory to write NAME.parquet into (created if missing).")
+def scenario_cmd(names: tuple[str, ...], run_all: bool, list_only: bool,
+                 output: str | None) -> None:
+    """Perform attack behaviours for real, safely, and record each into a trace (needs root).
+
+    Each scenario (reading /etc/shadow, a shell in a container, a netcat reverse shell to a
+    loopback listener, fileless exec from a memfd, ...) runs in a process of its own, and the
+    capture follows only that process tree; containers are made from cgroups and namespaces,
+    with no container engine. Scratch files are removed and traffic stays on loopback or in a
+    network namespace of its own. `analyze run DIR/NAME.parquet -r rules/` then shows the alerts.
+
+    \b
+    Example:
+        capture scenario --list
+        capture scenario --all -o scenarios/
+        capture scenario read-sensitive-file shell-in-container -o /tmp/sc
+    """
+    from capture.scenario_render import results_table, scenarios_table
+    from capture.scenarios import select
+
+    if names and run_all:
+        raise click.UsageError("Name scenarios or give --all, not both.")
+    scenarios = select(names)  # an unknown name is an error, even with --list
+    if list_only:
+        Console().print(scenarios_table(scenarios))
+        return
+    if not names and not run_all:
+        raise click.UsageError("Name the scenarios to record, or give --all (--list shows them).")
+    if output is None:
+        raise click.UsageError("Give the output directory: -o DIR.")
+    _refuse_unless_capture_can_run()
+    from capture.scenario_runner import run_scenarios
+
+    results = run_scenarios(scenarios, output)
+    Console().print(results_table(results))
+    failed = [r.scenario.name for r in results if not r.ok]
+    if failed:
+        raise click.ClickException(f"{len(failed)} scenario(s) failed: {', '.join(failed)} "
+                                   "(their traces are still written).")
 
 
 # --- analyze ------------------------------------------------------------------------------------

@@ -13,7 +13,14 @@
  * - execve/execveat send their filename and argv at sys_enter (REC_EXEC_ARGS), since a successful
  *   exec replaces the memory those pointers refer to before sys_exit;
  * - sched_process_fork / sched_process_exit send REC_FORK / REC_EXIT records that keep the
- *   userspace process table right; they are not trace rows.
+ *   userspace process table right; they are not trace rows. They are sent for every process,
+ *   whatever the filters: a stale process table is wrong for the processes that are recorded.
+ *
+ * Following process trees (FOLLOW): the roots are rendered as constants and their descendants
+ * enter follow_map when they are forked, so a child forked a microsecond after attaching is
+ * followed too (seeding a map from userspace after attach would miss it). Entries leave the map
+ * when their process exits; a root that exits is marked gone (FOLLOW_GONE), so a later process
+ * reusing its pid is not followed.
  *
  * Record layout: struct rec_hdr, then up to N_ITEMS payload items back to back, item i being
  * len[i] bytes (0 = absent). Which syscall argument each item comes from is rendered per syscall
@@ -30,6 +37,7 @@
 #define NR_EXECVEAT @NR_EXECVEAT@
 #define HAS_GROUP_DEAD @HAS_GROUP_DEAD@   /* sched_process_exit has the group_dead field */
 #define LOCAL_ENDPOINTS @LOCAL_ENDPOINTS@ /* sock:inet_sock_set_state gives connect's local end */
+#define FOLLOW @FOLLOW@                   /* record only the FOLLOW_ROOTS trees */
 
 #define OFF_MASK (SCRATCH_HALF - 1)
 #define N_ITEMS 4
@@ -64,6 +72,7 @@ struct rec_hdr {
 
 struct stash {
     u64 args[6];
+    u64 id; /* the syscall number at entry: the one the record carries (see sys_exit) */
 };
 
 struct endpoint {
@@ -83,6 +92,12 @@ BPF_RINGBUF_OUTPUT(events, @RINGBUF_PAGES@);
 #if LOCAL_ENDPOINTS
 BPF_HASH(local_map, u32, struct endpoint, @STASH_ENTRIES@);
 #endif
+#if FOLLOW
+#define FOLLOW_YES 1
+#define FOLLOW_GONE 2
+/* tid -> FOLLOW_*: processes of the followed trees (their tgid) and their threads (their tid) */
+BPF_HASH(follow_map, u32, u8, @FOLLOW_ENTRIES@);
+#endif
 
 static __always_inline void count(u32 idx)
 {
@@ -99,6 +114,25 @@ static __always_inline int syscall_selected(long id)
     }
     return 0;
 }
+
+#if FOLLOW
+static __always_inline int is_root(u32 tgid)
+{
+    switch (tgid) {
+@FOLLOW_ROOTS@
+        return 1;
+    }
+    return 0;
+}
+
+static __always_inline int followed(u32 tgid)
+{
+    u8 *state = follow_map.lookup(&tgid);
+    if (state)
+        return *state == FOLLOW_YES;
+    return is_root(tgid);
+}
+#endif
 
 static __always_inline int task_selected(u32 tgid)
 {
@@ -241,6 +275,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
     struct stash s = {};
     for (int i = 0; i < 6; i++)
         s.args[i] = args->args[i];
+    s.id = id;
     if (stash_map.update(&tid, &s)) {
         count(CNT_STASH_FULL);
         return 0;
@@ -254,8 +289,10 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 
 TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 {
+    /* A successful execveat reaches its exit as execve on some kernels (6.18 does): the number
+     * recorded is the entry's, kept in the stash. */
     long id = args->id;
-    if (!syscall_selected(id))
+    if (!syscall_selected(id) && id != NR_EXECVE)
         return 0;
     u32 tid = (u32)bpf_get_current_pid_tgid();
     struct stash *stashed = stash_map.lookup(&tid);
@@ -263,6 +300,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
         return 0; /* entered before the capture started, or filtered out at entry */
     struct stash s = *stashed;
     stash_map.delete(&tid);
+    id = s.id;
     struct scratch *buf = begin(REC_SYSCALL, id);
     if (!buf)
         return 0;
@@ -281,6 +319,14 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 /* args[0] = child tid, args[1] = parent tid; the record's tgid/tid are the parent's. */
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
+#if FOLLOW
+    /* A new thread enters the map too (keyed by its tid), and leaves it at its exit. */
+    if (followed(bpf_get_current_pid_tgid() >> 32)) {
+        u32 child = args->child_pid;
+        u8 yes = FOLLOW_YES;
+        follow_map.update(&child, &yes);
+    }
+#endif
     struct scratch *buf = begin(REC_FORK, 0);
     if (!buf)
         return 0;
@@ -291,6 +337,29 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     return 0;
 }
 
+#if HAS_GROUP_DEAD
+#define GROUP_DEAD (args->group_dead)
+#else
+#define GROUP_DEAD (tid == tgid) /* unknown: the main thread's exit is taken as the process's */
+#endif
+
+#if FOLLOW
+/* Forget an exiting thread (its own entry) or process (its tgid's), marking a root gone. */
+static __always_inline void forget(u32 tid, u32 tgid, int group_dead)
+{
+    if (tid != tgid)
+        follow_map.delete(&tid);
+    if (!group_dead)
+        return;
+    if (is_root(tgid)) {
+        u8 gone = FOLLOW_GONE;
+        follow_map.update(&tgid, &gone);
+    } else {
+        follow_map.delete(&tgid);
+    }
+}
+#endif
+
 /* args[0] = exiting tid, args[1] = 1 when the whole thread group is gone, 0 when not, 2 unknown. */
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
@@ -298,6 +367,10 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     stash_map.delete(&tid); /* a task killed inside a syscall never reaches its sys_exit */
 #if LOCAL_ENDPOINTS
     local_map.delete(&tid);
+#endif
+#if FOLLOW
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    forget(tid, tgid, GROUP_DEAD);
 #endif
     struct scratch *buf = begin(REC_EXIT, 0);
     if (!buf)

@@ -136,6 +136,7 @@ class ProgramOptions:
     syscalls: tuple[str, ...]
     self_tgid: int  # the capture's own process, excluded in the kernel
     pids: tuple[int, ...] = ()  # only these processes (tgids); () = all
+    follow_tgids: tuple[int, ...] = ()  # only these processes and their descendants; () = all
     comms: tuple[str, ...] = ()  # only these command names (comm, 15 chars); () = all
     exclude_comms: tuple[str, ...] = ()  # not these command names
     ringbuf_pages: int = 8192  # ring buffer size in pages (power of two): 32 MiB of 4 KiB pages
@@ -146,6 +147,7 @@ class ProgramOptions:
     scratch_half: int = 8192  # half the per-CPU scratch buffer (power of two)
     has_group_dead: bool = True  # feature: sched_process_exit has `group_dead`
     local_endpoints: bool = True  # feature: sock:inet_sock_set_state exists
+    follow_entries: int = 16384  # processes and threads of the followed trees alive at once
 
 
 def resolve_syscalls(preset: str = "default", extra: Iterable[str] = (),
@@ -193,10 +195,14 @@ def placeholder_values(options: ProgramOptions) -> dict[str, str]:
         "NR_EXECVEAT": str(SYSCALL_BY_NAME["execveat"].nr),
         "HAS_GROUP_DEAD": "1" if options.has_group_dead else "0",
         "LOCAL_ENDPOINTS": "1" if options.local_endpoints else "0",
+        "FOLLOW": "1" if options.follow_tgids else "0",
+        "FOLLOW_ROOTS": "\n".join(f"    case {p}:" for p in sorted(set(options.follow_tgids))),
+        "FOLLOW_ENTRIES": str(options.follow_entries),
         "STASH_ENTRIES": str(options.stash_entries),
         "RINGBUF_PAGES": str(options.ringbuf_pages),
         "SYSCALL_CASES": "\n".join(f"    case {s.nr}: /* {s.name} */" for s in specs),
-        "TASK_FILTER": render_task_filter(options.pids, options.comms, options.exclude_comms),
+        "TASK_FILTER": render_task_filter(options.pids, options.comms, options.exclude_comms,
+                                          follow=bool(options.follow_tgids)),
         "ITEM_CASES": "\n".join(c for s in specs if (c := render_item_case(s, options))),
     }
 
@@ -227,9 +233,14 @@ def _item_call(index: int, item: Item) -> str:
 
 
 def render_task_filter(pids: tuple[int, ...], comms: tuple[str, ...],
-                       exclude_comms: tuple[str, ...] = ()) -> str:
-    """C statements (inside `task_selected(u32 tgid)`) that return 0 for unselected tasks."""
+                       exclude_comms: tuple[str, ...] = (), follow: bool = False) -> str:
+    """C statements (inside `task_selected(u32 tgid)`) that return 0 for unselected tasks.
+
+    With `follow`, only the followed trees pass (`followed()`, one map look-up: the roots are a
+    switch, their descendants are in follow_map, see bpf_program.c)."""
     parts: list[str] = []
+    if follow:
+        parts.append("    if (!followed(tgid))\n        return 0;")
     if pids:
         cases = " ".join(f"case {p}:" for p in sorted(set(pids)))
         parts.append(f"    switch (tgid) {{ {cases} break; default: return 0; }}")
@@ -275,5 +286,9 @@ def _check(options: ProgramOptions) -> None:
         raise RenderError("stash_entries must be positive.")
     if any(p <= 0 for p in options.pids):
         raise RenderError("Process ids in the pid filter must be positive.")
+    if any(p <= 0 for p in options.follow_tgids):
+        raise RenderError("Process ids to follow must be positive.")
+    if options.follow_entries < 1:
+        raise RenderError("follow_entries must be positive.")
     if any(not c or "\0" in c for c in (*options.comms, *options.exclude_comms)):
         raise RenderError("Command names in the comm filter must be non-empty.")

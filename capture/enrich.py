@@ -5,8 +5,13 @@ Everything a rule asks about the process, its parents, the user, the fd and the 
 from state kept by the `Enricher`, in these modules:
 
 - capture/proc_table.py: `ProcTable` (one immutable `Proc` per process, seeded from /proc and
-  kept current from fork/exit/execve/chdir), `UserDb` (uid/gid names) and `container_of`
+  kept current from fork/exit/execve/chdir/setuid), `UserDb` (uid/gid names) and `container_of`
   (container id and runtime from the cgroup path);
+- capture/cgroup_index.py: `CgroupIndex`, the container of a record's cgroup-v2 id (what the
+  kernel saw, even for a process gone before its event is enriched);
+- capture/container_runtime.py: `ContainerRuntimes`, the container's name, image, labels... from
+  the engine's API (Docker, podman), looked up once per container;
+- capture/container_filter.py: `ContainerSelection`, the `--container` selection;
 - capture/fd_table.py: `FdTables` (per process, fd -> immutable `FdInfo`: resolved path, socket
   family, protocol and endpoints, pipe, memfd...);
 - capture/handlers.py: one handler per syscall family, which updates the tables and collects the
@@ -21,11 +26,16 @@ from __future__ import annotations
 
 import posixpath
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from capture.cgroup_index import CgroupIndex
+from capture.container_filter import ContainerSelection
+from capture.container_runtime import DOCKER_API_TYPES, ContainerInfo, ContainerRuntimes
 from capture.fd_table import FD_KINDS, FdInfo, FdTables
-from capture.handlers import DISPATCH, Ev
+from capture.handlers import DISPATCH, PROC_STATE_SYSCALLS, Ev
 from capture.probe import REC_EXEC_ARGS, REC_EXIT, REC_FORK, REC_SYSCALL, Record
 from capture.proc_table import Proc, ProcTable, UserDb
 from capture.render_args import AT_FDCWD
@@ -35,24 +45,68 @@ FILE_INFO_CACHE = 1 << 16  # distinct opened-file states kept for sharing
 
 
 class Enricher:
-    """Applies records in order to the process/fd state and appends one row per syscall."""
+    """Applies records in order to the process/fd state and appends one row per syscall.
+
+    `runtime_sockets`: the container engine sockets to ask for names and images (default: the
+    usual ones that exist); `containers`: keep only the events of processes in these
+    containers (`--container`: ids, names or `host`).
+    """
 
     def __init__(self, monotonic_to_wall: int, proc_root: Path = Path("/proc"),
-                 users: UserDb | None = None) -> None:
+                 users: UserDb | None = None, runtime_sockets: Sequence[str] = (),
+                 containers: Sequence[str] = (),
+                 runtimes: ContainerRuntimes | None = None,
+                 cgroups: CgroupIndex | None = None) -> None:
         self.offset = monotonic_to_wall
         self.procs = ProcTable(proc_root)
+        self.cgroups = cgroups or CgroupIndex.detect()
         self.fds = FdTables(proc_root)
         self.users = users or UserDb.load()
+        self.runtimes = runtimes or ContainerRuntimes.detect(runtime_sockets)
+        self.selection = ContainerSelection.parse(containers, self.runtimes) if containers \
+            else None
         self.exec_args: dict[int, Record] = {}
         self.next_num = 1
         self.errors = 0  # records whose handler failed (left out of the trace)
         self.last_error = ""
         self._files: dict[tuple[str | None, str, str, bool], FdInfo] = {}
+        self._container_users: dict[str, UserDb] = {}
 
     def snapshot(self) -> None:
-        """Seed the tables from /proc (call before the probe starts sending)."""
+        """Seed the tables from /proc and look up the containers running now (call before
+        the probe starts sending)."""
         self.procs.snapshot()
-        self.fds.snapshot(self.procs.procs)
+        procs = self.procs.procs.values()
+        self.fds.snapshot(p.pid for p in procs if self.selection is None
+                          or self.selection.wants(p))
+        self.runtimes.ping()  # which engines answer, for the trace's metadata
+        for cid in {p.container_id for p in procs if p.container_type in DOCKER_API_TYPES}:
+            self.runtimes.lookup(cid)
+
+    def meta_options(self) -> dict[str, Any]:
+        """What the trace's metadata says about container enrichment (after `snapshot`)."""
+        return {"container_runtime_sockets": sorted(self.runtimes.answered),
+                "container_selection": "user space (after enrichment)"
+                if self.selection is not None else None}
+
+    def container(self, proc: Proc) -> ContainerInfo | None:
+        """What the runtime says about the process's container (None: host, CRI, unknown)."""
+        if proc.container_type not in DOCKER_API_TYPES:
+            return None
+        return self.runtimes.lookup(proc.container_id)
+
+    def user_db(self, proc: Proc) -> UserDb | None:
+        """The users and groups the process's uids name: the host's, or its container's own
+        /etc/passwd and /etc/group (read through /proc/PID/root once per container)."""
+        if proc.container_id == "host":
+            return self.users
+        db = self._container_users.get(proc.container_id)
+        if db is None:
+            db = UserDb.load(self.procs.root / str(proc.pid) / "root" / "etc")
+            if not db.users and not db.groups:
+                return None  # unreadable now (the process is gone): try with the next one
+            self._container_users[proc.container_id] = db
+        return db
 
     def feed(self, records: Iterable[Record], batch: RowBatch) -> None:
         for rec in records:
@@ -72,7 +126,19 @@ class Enricher:
         name, handler = dispatch
         wall = rec.ts + self.offset
         proc = self.procs.procs.get(rec.tgid) or self.procs.get(rec, wall)
-        if rec.tgid not in self.fds.tables:
+        if proc.ruid != rec.uid or proc.rgid != rec.gid:
+            proc = self.procs.refresh_ids(proc, rec)
+        if proc.cgroup_id != rec.cgroup_id:
+            proc = self._cgroup_changed(proc, rec.cgroup_id)
+        selected = self.selection is None or self.selection.wants(proc)
+        if not selected:
+            # Left out: only what keeps the process table right runs, and the process's fd
+            # table is dropped (read again from /proc should it ever be selected).
+            self.fds.tables.pop(rec.tgid, None)
+            self.procs.forked_from.pop(rec.tgid, None)
+            if name not in PROC_STATE_SYSCALLS:
+                return
+        elif rec.tgid not in self.fds.tables:
             self._inherit_fds(proc)
         ev = Ev()
         try:
@@ -83,7 +149,24 @@ class Enricher:
             self.errors += 1
             self.last_error = f"{name}: {type(exc).__name__}: {exc}"
             return
-        batch.add(self, rec, name, wall, ev.proc or proc, ev)
+        after = ev.proc or proc
+        if self.selection is not None and not (selected and after is proc):
+            keep = self.selection.wants(after)  # an execve can enter (or leave) a container
+            if not (selected and keep):
+                self.fds.tables.pop(rec.tgid, None)  # read again from /proc when selected
+            if not keep:
+                return
+        batch.add(self, rec, name, wall, after, ev)
+
+    def _cgroup_changed(self, proc: Proc, cgroup_id: int) -> Proc:
+        """The process in the (v2) cgroup its record was taken in: first seen, moved, or
+        forked from a process elsewhere. The container comes from the kernel's cgroup id when
+        it names one; otherwise the process keeps what /proc said."""
+        found = self.cgroups.container(cgroup_id)
+        cid, ctype = found or (proc.container_id, proc.container_type)
+        proc = replace(proc, cgroup_id=cgroup_id, container_id=cid, container_type=ctype)
+        self.procs.procs[proc.pid] = proc
+        return proc
 
     def file_info(self, kind: str | None, path: str, raw: str, cloexec: bool) -> FdInfo:
         """The FdInfo of an opened file, shared by every open of the same path: rows are built

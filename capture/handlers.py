@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
 import struct
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,12 +22,17 @@ from typing import TYPE_CHECKING
 from capture.bpf_render import SYSCALL_BY_NR
 from capture.fd_table import FdInfo, endpoint_text, fd_kind, socket_fd, with_endpoints
 from capture.probe import Record
-from capture.proc_table import Proc, container_of
+from capture.proc_table import Proc, container_of, read_env
 from capture.procfs import read_text
 from capture.render_args import (
     AT_FDCWD,
     BPF_COMMANDS,
     CLONE_NS_FLAGS,
+    F_DUPFD,
+    F_DUPFD_CLOEXEC,
+    F_SETFD,
+    FCNTL_COMMANDS,
+    FD_CLOEXEC,
     MODE_NAMES,
     O_CLOEXEC,
     O_DIRECTORY,
@@ -271,21 +277,47 @@ def _exec_proc(en: Enricher, rec: Record, proc: Proc, filename: str, argv: list[
     else:
         path = en.resolve(proc, dirfd, filename)
     exepath = path
+    base = en.procs.root / str(proc.pid)
+    target = exepath
     if proc.container_id == "host" and path.startswith("/"):
-        exepath = os.path.realpath(path)  # the kernel's exe_file is the resolved binary
+        target = exepath = os.path.realpath(path)  # the kernel's exe_file is the resolved binary
+    elif path.startswith("/"):
+        target = f"{base}/root{path}"  # the container's file, while the process lives
     ctime = mtime = None
+    euid, egid = proc.euid, proc.egid
     try:
-        st = os.stat(exepath)
+        st = os.stat(target)
         ctime, mtime = st.st_ctime_ns, st.st_mtime_ns
+        euid, egid = _exec_ids(target, st, euid, egid)
     except OSError:
         pass
-    cid, ctype = proc.container_id, proc.container_type
-    cgroup = read_text(en.procs.root / str(proc.pid) / "cgroup")
-    if cgroup:
-        cid, ctype = container_of(cgroup)
+    # The kernel's cgroup-v2 id, when it names a container, is what the execve ran in. Else
+    # /proc: a short command is often gone by now, and the cgroups it forked into are then its
+    # parent's (a runtime's shim joins the container, then starts the command).
+    found = en.cgroups.container(rec.cgroup_id)
+    if found is None:
+        cgroup = read_text(base / "cgroup") or read_text(en.procs.root / str(proc.ppid)
+                                                         / "cgroup")
+        found = container_of(cgroup) if cgroup else None
+    cid, ctype = found or (proc.container_id, proc.container_type)
+    # The program does not copy envp: the environment is read back from /proc, which works
+    # while the process still runs when its execve is enriched (None otherwise).
     return replace(proc, comm=rec.comm, exe=argv[0] if argv else filename, exepath=exepath,
                    args=tuple(argv[1:]), exe_from_memfd=memfd or path.startswith("memfd:"),
-                   exe_ctime=ctime, exe_mtime=mtime, container_id=cid, container_type=ctype)
+                   exe_ctime=ctime, exe_mtime=mtime, container_id=cid, container_type=ctype,
+                   euid=euid, egid=egid, env=read_env(base))
+
+
+def _exec_ids(path: str, st: os.stat_result, euid: int | None, egid: int | None
+              ) -> tuple[int | None, int | None]:
+    """The effective ids after executing `path`: a set-user-ID file runs as its owner, a
+    set-group-ID (and group-executable) one as its group, unless its mount is nosuid."""
+    suid = bool(st.st_mode & stat.S_ISUID)
+    sgid = st.st_mode & (stat.S_ISGID | stat.S_IXGRP) == stat.S_ISGID | stat.S_IXGRP
+    if (suid or sgid) and not os.statvfs(path).f_flag & os.ST_NOSUID:
+        euid = st.st_uid if suid else euid
+        egid = st.st_gid if sgid else egid
+    return euid, egid
 
 
 def _clone(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
@@ -364,13 +396,29 @@ def _ptrace(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     ev.add("pid", s32(rec.args[1]))
 
 
+_ID_PARAMS = {"set": ("",), "setre": ("r", "e"), "setres": ("r", "e", "s")}
+UNCHANGED_ID = 0xFFFFFFFF  # -1: "leave this id as it is"
+
+
 def _ids(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     name = SYSCALL_BY_NR[rec.nr].name
     _res_param(ev, rec)
     kind = "uid" if "uid" in name else "gid"
-    prefixes = {"set": ("",), "setre": ("r", "e"), "setres": ("r", "e", "s")}
-    for i, prefix in enumerate(prefixes[name[: -len(kind)]]):
-        ev.add(prefix + kind, s32(rec.args[i]) & 0xFFFFFFFF)
+    params = _ID_PARAMS[name[: -len(kind)]]
+    values = [rec.args[i] & 0xFFFFFFFF for i in range(len(params))]
+    for prefix, value in zip(params, values, strict=True):
+        ev.add(prefix + kind, value)
+    if rec.ret == 0:
+        # The effective id is the argument that sets it (setuid's only one, setre/setres's
+        # second) unless -1; the real ids are those the record was taken with, at exit.
+        effective = values[0] if len(values) == 1 else values[1]
+        if kind == "uid":
+            euid = proc.euid if effective == UNCHANGED_ID else effective
+            proc = replace(proc, ruid=rec.uid, euid=euid)
+        else:
+            egid = proc.egid if effective == UNCHANGED_ID else effective
+            proc = replace(proc, rgid=rec.gid, egid=egid)
+        ev.proc = en.procs.procs[proc.pid] = proc
 
 
 def _ns(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
@@ -389,6 +437,67 @@ def _bpf(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     ev.add("cmd", cmd, BPF_COMMANDS[cmd] if cmd < len(BPF_COMMANDS) else None)
 
 
+# x86_64 numbers: pipe and pipe2 differ by their flags argument.
+NR_PIPE2 = 293
+
+
+def _fd_pair(rec: Record) -> tuple[int, int] | None:
+    """The two fds a successful pipe/pipe2/socketpair wrote (its int[2], copied as item 0)."""
+    raw = item(rec, 0)
+    if rec.ret != 0 or len(raw) < 8:
+        return None
+    fd1, fd2 = struct.unpack_from("<ii", raw)
+    return fd1, fd2
+
+
+def _add_pair(en: Enricher, proc: Proc, ev: Ev, pair: tuple[int, int] | None,
+              info: FdInfo) -> None:
+    """Both ends in the fd table, and the `fd1`/`fd2` params (`3(<p>)`, libsinsp's names)."""
+    if pair is not None:
+        table = en.fds.of(proc.pid)
+        table[pair[0]] = table[pair[1]] = info
+        ev.fd = info
+    for param, fd in zip(("fd1", "fd2"), pair or (-1, -1), strict=True):
+        ev.add(param, fd, info.resolved_char + info.name if pair is not None else None)
+
+
+def _pipe(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
+    flags = rec.args[1] & 0xFFFFFFFF if rec.nr == NR_PIPE2 else 0
+    _res_param(ev, rec)
+    # libsinsp names a pipe "" (its inode is a param, which the program does not copy)
+    _add_pair(en, proc, ev, _fd_pair(rec), fd_kind("pipe", cloexec=bool(flags & O_CLOEXEC)))
+    if rec.nr == NR_PIPE2:
+        ev.add("flags", *open_flags(flags))
+
+
+def _socketpair(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
+    family, sock_type, proto = (s32(x) for x in rec.args[:3])
+    _res_param(ev, rec)
+    info = socket_fd(family, sock_type, cloexec=bool(sock_type & O_CLOEXEC))
+    _add_pair(en, proc, ev, _fd_pair(rec), info)
+    ev.add("domain", family, SOCKET_FAMILIES.get(family))
+    ev.add("type", sock_type)
+    ev.add("proto", proto)
+
+
+def _fcntl(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
+    """F_DUPFD/F_DUPFD_CLOEXEC add an fd as libsinsp does; F_SETFD keeps the close-on-exec
+    flag right, so that execve drops the fds the kernel drops."""
+    fd, cmd, res = s32(rec.args[0]), rec.args[1] & 0xFFFFFFFF, s32(rec.ret)
+    table = en.fds.of(proc.pid)
+    info = table.get(fd)
+    _res_param(ev, rec)
+    _fd_param(en, proc, ev, "fd", fd)
+    ppm, cmd_name = FCNTL_COMMANDS.get(cmd, (0, "F_UNKNOWN"))
+    ev.add("cmd", ppm, cmd_name)
+    if res >= 0 and info is not None:
+        if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
+            info = table[res] = replace(info, cloexec=cmd == F_DUPFD_CLOEXEC)
+        elif cmd == F_SETFD and info.cloexec != bool(rec.args[2] & FD_CLOEXEC):
+            info = table[fd] = replace(info, cloexec=not info.cloexec)
+    ev.fd_num, ev.fd = fd, info
+
+
 def _generic(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     _res_param(ev, rec)
 
@@ -402,7 +511,17 @@ HANDLERS: dict[str, Handler] = {
     "chdir": _chdir, "fchdir": _chdir, **dict.fromkeys(_PATHS, _paths), "fchmod": _fchmod,
     "ptrace": _ptrace, "bpf": _bpf, "setns": _ns, "unshare": _ns,
     **dict.fromkeys(("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid"), _ids),
+    # Not in capture/bpf_render.py's table yet (no program copies their int[2] result): they
+    # take effect when it lists them.
+    "pipe": _pipe, "pipe2": _pipe, "socketpair": _socketpair, "fcntl": _fcntl,
 }
+# Handlers that keep the process table right: they run even for processes a --container
+# selection leaves out, since those can be the ancestors of selected ones (or join a container
+# by exec).
+PROC_STATE_SYSCALLS = frozenset({
+    "execve", "execveat", "chdir", "fchdir",
+    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid",
+})
 
 DISPATCH: dict[int, tuple[str, Handler]] = {
     spec.nr: (spec.name, HANDLERS.get(spec.name, _generic)) for spec in SYSCALL_BY_NR.values()

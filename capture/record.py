@@ -13,7 +13,9 @@ a background thread while the capture goes on.
 
 Output: without rotation, `output` is the trace file. With rotation (`rotate_bytes` or
 `rotate_seconds`), `output` is a directory of segments `segment-00001.parquet`, ... which
-`analyze` reads as one trace.
+`analyze` reads as one trace. A `SegmentCut` lets another thread end a segment at a moment it
+chooses (the scenario runner cuts one segment per scenario, with one compiled probe for all);
+the output is then a directory of segments too.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -60,8 +62,11 @@ class RecordOptions:
     syscalls: tuple[str, ...] | None = None  # exactly these syscalls instead of the preset
     extra_syscalls: tuple[str, ...] = ()  # added to the preset
     pids: tuple[int, ...] = ()  # only these processes
+    follow_pids: tuple[int, ...] = ()  # only these processes and their descendants
     comms: tuple[str, ...] = ()  # only these command names
     exclude_comms: tuple[str, ...] = ()  # not these command names (filtered in the kernel)
+    runtime_sockets: tuple[str, ...] = ()  # container engine sockets (default: the usual ones)
+    containers: tuple[str, ...] = ()  # only these containers: ids, names, "host" (user space)
     ringbuf_bytes: int = 32 << 20  # power of two
     path_max: int = 4096
     arg_max: int = 1024
@@ -80,7 +85,7 @@ class RecordOptions:
         pages = self.ringbuf_bytes // os.sysconf("SC_PAGE_SIZE")
         return ProgramOptions(
             syscalls=resolve_syscalls(self.preset, self.extra_syscalls, self.syscalls),
-            self_tgid=self_tgid, pids=self.pids, comms=self.comms,
+            self_tgid=self_tgid, pids=self.pids, follow_tgids=self.follow_pids, comms=self.comms,
             exclude_comms=self.exclude_comms, ringbuf_pages=pages,
             path_slot=self.path_max, arg_slot=self.arg_max, max_args=self.max_args,
             has_group_dead=features.has_group_dead, local_endpoints=features.local_endpoints,
@@ -122,6 +127,42 @@ class RecordStats:
 
 
 ProgressCallback = Callable[[RecordProgress], None]
+
+
+class SegmentCut:
+    """Ends the current segment when another thread asks (`cut()`), then starts the next.
+
+    Everything the kernel had sent when the cut was asked for goes into the segment that ends
+    (the loop drains the ring buffer first), so a caller that waits for its processes to exit
+    before cutting finds all their events in that segment.
+    """
+
+    def __init__(self) -> None:
+        self._asked = threading.Event()
+        self._done = threading.Event()
+        self._ended = False
+
+    def cut(self, timeout: float = 30.0) -> None:
+        """Ask for a cut and wait until the next segment has started."""
+        self._done.clear()
+        self._asked.set()
+        if not self._ended and not self._done.wait(timeout):
+            raise RecordError(f"The capture did not cut its segment within {timeout:.0f} s.")
+        if self._ended:
+            raise RecordError("The capture ended before it could cut its segment.")
+
+    @property
+    def asked(self) -> bool:
+        return self._asked.is_set()
+
+    def acknowledge(self) -> None:
+        self._asked.clear()
+        self._done.set()
+
+    def end(self) -> None:
+        """The capture is over: a cut asked for now fails instead of waiting."""
+        self._ended = True
+        self._done.set()
 
 
 # ---- segments -------------------------------------------------------------------------------
@@ -217,19 +258,21 @@ def _spool_meta(spool: Path) -> TraceMeta:
 class _Output:
     """Where segments go, and the background conversion of finished ones."""
 
-    def __init__(self, target: Path, options: RecordOptions, meta: TraceMeta) -> None:
+    def __init__(self, target: Path, options: RecordOptions, meta: TraceMeta,
+                 segmented: bool) -> None:
         self.target = target
         self.options = options
         self.meta = meta
+        self.segmented = segmented  # a directory of segments, not one file
         self.done: list[Future[TraceMeta]] = []
         self.paths: list[Path] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment")
-        if options.rotating:
+        if segmented:
             target.mkdir(parents=True, exist_ok=True)
 
     def open(self) -> Segment:
         n = len(self.paths) + 1
-        path = self.target / SEGMENT_NAME.format(n) if self.options.rotating else self.target
+        path = self.target / SEGMENT_NAME.format(n) if self.segmented else self.target
         self.paths.append(path)
         return Segment(path, self.meta)
 
@@ -259,6 +302,7 @@ class _Loop:
     options: RecordOptions
     progress: ProgressCallback | None
     stop: threading.Event
+    cut: SegmentCut | None = None
     started: float = field(default_factory=time.monotonic)
     batch: RowBatch = field(default_factory=RowBatch)
     events: int = 0
@@ -276,13 +320,26 @@ class _Loop:
                 self.enricher.feed(records, self.batch)
             else:
                 time.sleep(self.options.poll_seconds)
-            if time.monotonic() - self.last_flush >= self.options.flush_seconds:
+            if self.cut is not None and self.cut.asked:
+                self._cut()
+            elif time.monotonic() - self.last_flush >= self.options.flush_seconds:
                 self.flush()
                 self._maybe_rotate()
-        for records in self.probe.drain():  # what the kernel sent before we stopped
-            self.enricher.feed(records, self.batch)
+        self._drain()
         self.flush()
         self._end_segment(wait=True)
+
+    def _drain(self) -> None:
+        for records in self.probe.drain():  # what the kernel sent before we stopped
+            self.enricher.feed(records, self.batch)
+
+    def _cut(self) -> None:
+        assert self.cut is not None
+        self._drain()
+        self.flush()
+        self._end_segment(wait=False)
+        self.segment = self.output.open()
+        self.cut.acknowledge()
 
     def _should_stop(self) -> bool:
         if self.stop.is_set():
@@ -334,11 +391,14 @@ class _Loop:
 
 def record(options: RecordOptions, output: Path | str,
            progress: ProgressCallback | None = None,
-           stop: threading.Event | None = None) -> RecordStats:
+           stop: threading.Event | None = None, *,
+           ready: threading.Event | None = None,
+           cut: SegmentCut | None = None) -> RecordStats:
     """Capture until `options.duration` elapses, SIGINT/SIGTERM arrives, or `stop` is set.
 
     Needs root and BPF (see `capture.doctor`). Signals are handled only when called from the
-    main thread; elsewhere, set `stop`.
+    main thread; elsewhere, set `stop`. `ready` is set once the probe is attached: what happens
+    after that is recorded. With `cut`, `output` is a directory of segments, one per cut.
     """
     if not arch_supported():
         raise RecordError(f"Live capture supports x86_64 only, not {platform.machine()}.")
@@ -350,14 +410,20 @@ def record(options: RecordOptions, output: Path | str,
     program = options.program(os.getpid(), detect_features(tracefs))
     meta = TraceMeta(source=SOURCE_LIVE, hostname=socket.gethostname(),
                      kernel=platform.release(), options=_meta_options(options, program))
-    enricher = Enricher(time.time_ns() - time.monotonic_ns())
+    enricher = Enricher(time.time_ns() - time.monotonic_ns(),
+                        runtime_sockets=options.runtime_sockets, containers=options.containers)
     enricher.snapshot()
-    out = _Output(target, options, meta)
+    meta = replace(meta, options={**meta.options, **enricher.meta_options()})
+    out = _Output(target, options, meta, segmented=options.rotating or cut is not None)
     with Probe(program) as probe, _signals_set(stop) as signalled, _no_automatic_gc():
-        loop = _Loop(probe, enricher, out, options, progress, stop)
+        loop = _Loop(probe, enricher, out, options, progress, stop, cut)
+        if ready is not None:
+            ready.set()
         try:
             loop.run()
         finally:
+            if cut is not None:
+                cut.end()
             metas = out.close()
     stopped_by = "signal" if signalled() else loop.stopped_by
     drops: dict[str, int] = {}

@@ -76,6 +76,19 @@ CLONE_NS_FLAGS: tuple[tuple[str, int], ...] = (
     ("CLONE_SYSVSEM", 0x40000),
 )
 
+# fcntl commands: Linux value -> (PPM value, name), as the driver maps and libsinsp renders them.
+FCNTL_COMMANDS: dict[int, tuple[int, str]] = {
+    0: (1, "F_DUPFD"), 1: (2, "F_GETFD"), 2: (3, "F_SETFD"), 3: (4, "F_GETFL"),
+    4: (5, "F_SETFL"), 5: (6, "F_GETLK"), 6: (8, "F_SETLK"), 7: (9, "F_SETLKW"),
+    8: (10, "F_SETOWN"), 9: (12, "F_GETOWN"), 10: (13, "F_SETSIG"), 11: (15, "F_GETSIG"),
+    15: (21, "F_SETOWN_EX"), 16: (22, "F_GETOWN_EX"), 36: (30, "F_OFD_GETLK"),
+    37: (31, "F_OFD_SETLK"), 38: (32, "F_OFD_SETLKW"), 1024: (23, "F_SETLEASE"),
+    1025: (24, "F_GETLEASE"), 1026: (27, "F_NOTIFY"), 1029: (25, "F_CANCELLK"),
+    1030: (26, "F_DUPFD_CLOEXEC"), 1031: (28, "F_SETPIPE_SZ"), 1032: (29, "F_GETPIPE_SZ"),
+}
+F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
+FD_CLOEXEC = 1
+
 
 def errno_name(res: int) -> str:
     """`evt.res`: SUCCESS, or the errno name of a negative return."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from capture.container_runtime import ContainerInfo
 from capture.fd_table import FdInfo
 from capture.probe import Record
 from capture.proc_table import Proc
@@ -194,7 +195,10 @@ _PROC_COLUMNS = (
     "proc.is_exe_from_memfd", "proc.exe_ino.ctime", "proc.exe_ino.mtime",
     "proc.exe_ino.ctime_duration_proc_start", "thread.tid", "thread.vtid", "thread.ismain",
     "user.uid", "user.name", "user.loginuid", "user.loginname", "group.gid", "group.name",
-    "container.id", "container.type", "container.name", "_start_ns",
+    "proc.env", "container.id", "container.type", "container.name", "container.image",
+    "container.image.id", "container.image.repository", "container.image.tag",
+    "container.image.digest", "container.privileged", "container.mounts", "k8s.ns.name",
+    "k8s.pod.name", "_start_ns",
 )
 
 
@@ -204,9 +208,13 @@ def proc_row(en: Enricher, proc: Proc, rec: Record) -> tuple[Any, ...]:
     parent = chain[1] if len(chain) > 1 else None
     session = en.procs.procs.get(proc.sid) if proc.sid is not None else None
     shells = [p.pid for p in chain if p.comm in SHELLS]
-    users, host = en.users, proc.container_id == "host"
     ctime_gap = (proc.start_ns - proc.exe_ctime
                  if proc.start_ns is not None and proc.exe_ctime is not None else None)
+    # Falco's user and group are the effective ids; the record carries the real ones.
+    uid = proc.euid if proc.euid is not None else rec.uid
+    gid = proc.egid if proc.egid is not None else rec.gid
+    db = en.user_db(proc)
+    users, groups = (db.users, db.groups) if db is not None else ({}, {})
     return (
         proc.pid, proc.ppid, proc.vpid, parent.vpid if parent else None, proc.sid,
         session.comm if session else None, proc.pgid,
@@ -218,11 +226,23 @@ def proc_row(en: Enricher, proc: Proc, rec: Record) -> tuple[Any, ...]:
         [p.comm for p in chain], [p.pid for p in chain], [p.exe for p in chain],
         [p.exepath for p in chain], proc.exe_from_memfd, proc.exe_ctime, proc.exe_mtime,
         ctime_gap, rec.tid, rec.tid if proc.vpid == proc.pid else None, rec.tid == proc.pid,
-        rec.uid, users.users.get(rec.uid) if host else None,
-        proc.loginuid, users.users.get(proc.loginuid) if proc.loginuid is not None else None,
-        rec.gid, users.groups.get(rec.gid) if host else None,
-        proc.container_id, proc.container_type, "host" if host else None, proc.start_ns,
+        uid, users.get(uid), proc.loginuid,
+        users.get(proc.loginuid) if proc.loginuid is not None else None,
+        gid, groups.get(gid), proc.env, proc.container_id, proc.container_type,
+        *_container_values(proc, en.container(proc)), proc.start_ns,
     )
+
+
+def _container_values(proc: Proc, info: ContainerInfo | None) -> tuple[Any, ...]:
+    """container.name ... k8s.pod.name: "host" for the host, as Falco names it; the runtime's
+    answer for a container it knows; null otherwise (a CRI runtime, no socket answering)."""
+    if proc.container_id == "host":
+        return ("host",) + (None,) * 9
+    if info is None:
+        return (None,) * 10
+    return (info.name, info.image, info.image_id, info.image_repository, info.image_tag,
+            info.image_digest, info.privileged, info.mounts_text,
+            info.label("io.kubernetes.pod.namespace"), info.label("io.kubernetes.pod.name"))
 
 
 _FD_COLUMNS = (

@@ -19,7 +19,9 @@ PYTHON=/usr/bin/python3  # Debian's: python3-bpfcc installs `bcc` for this inter
 STAMP=$VENV/.sysreplay-setup-stamp
 
 # chromium: tests/test_report_html.py renders the `analyze run --html` page in it, headless.
-APT_PACKAGES=(python3-venv python3-pip python3-bpfcc bpfcc-tools libbpfcc sysdig chromium)
+# openssh-client, curl, iproute2, util-linux (unshare): what `capture scenario` runs.
+APT_PACKAGES=(python3-venv python3-pip python3-bpfcc bpfcc-tools libbpfcc sysdig chromium
+              openssh-client curl iproute2 util-linux)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from click.testing import CliRunner
 
+import cli
 from capture import bpf_render
 from capture.bpf_render import (
     DEFAULT_SYSCALLS,
@@ -33,12 +35,13 @@ from capture.probe import (
     REC_EXIT,
     REC_FORK,
     REC_SYSCALL,
+    Features,
     Record,
     decode,
     detect_features,
 )
 from capture.proc_table import UserDb, container_of
-from capture.record import Segment, recover_spool
+from capture.record import RecordOptions, Segment, recover_spool
 from capture.render_args import MODE_NAMES, errno_name, open_flags, parse_sockaddr, render_flags
 from capture.rows import RowBatch
 from schemas.trace import SOURCE_LIVE, TraceMeta
@@ -96,7 +99,56 @@ def test_task_filter_renders_pids_and_branch_free_comms() -> None:
     assert "(comm[14] ^ 109) | (comm[15] ^ 0)) == 0" in long  # 15 bytes kept, as the kernel
 
 
+def test_follow_filter_is_off_by_default() -> None:
+    text = render(options())
+    assert "#define FOLLOW 0" in text
+    assert "followed(tgid)" not in render_task_filter((), ())
+
+
+def test_follow_filter_renders_roots_and_checks_the_map_first() -> None:
+    text = render(options(follow_tgids=(42, 7, 42), follow_entries=1024))
+    assert "#define FOLLOW 1" in text
+    assert "BPF_HASH(follow_map, u32, u8, 1024);" in text
+    is_root = text.split("static __always_inline int is_root(u32 tgid)", 1)[1].split("}\n", 1)[0]
+    assert "    case 7:\n    case 42:\n        return 1;" in is_root  # sorted, once each
+    # task_selected: the capture itself first, then the trees, then the other filters
+    selected = text.split("static __always_inline int task_selected(u32 tgid)", 1)[1]
+    body = selected.split("return 1;", 1)[0]
+    assert body.index("SELF_TGID") < body.index("if (!followed(tgid))")
+    # the fork probe adds a followed parent's children; the exit probe forgets the dead
+    fork = text.split("TRACEPOINT_PROBE(sched, sched_process_fork)", 1)[1].split("}\n", 1)[0]
+    assert "if (followed(bpf_get_current_pid_tgid() >> 32))" in fork
+    assert "follow_map.update(&child, &yes);" in fork
+    assert "forget(tid, tgid, GROUP_DEAD);" in text
+
+
+def test_follow_filter_combines_with_pid_and_comm_filters() -> None:
+    text = render_task_filter((5,), ("sh",), follow=True)
+    assert text.index("followed(tgid)") < text.index("switch (tgid)") < text.index("comm[0]")
+
+
+def test_record_follow_option_reaches_the_program() -> None:
+    program = RecordOptions(follow_pids=(99,)).program(4242, Features(True, True))
+    assert program.follow_tgids == (99,)
+    result = CliRunner().invoke(cli.capture, ["record", "-o", "x.parquet", "--follow", "99",
+                                              "--print-bpf"])
+    assert result.exit_code == 0, result.output
+    assert "#define FOLLOW 1" in result.output and "    case 99:" in result.output
+
+
+def test_exit_probe_records_the_entry_syscall_number() -> None:
+    # A successful execveat reaches sys_exit as execve on some kernels: the record must carry
+    # the number stashed at entry, and the exit probe must not drop execve's exit.
+    text = render(options(syscalls=("execveat",)))
+    exit_probe = text.split("TRACEPOINT_PROBE(raw_syscalls, sys_exit)", 1)[1]
+    assert "if (!syscall_selected(id) && id != NR_EXECVE)" in exit_probe
+    assert exit_probe.index("id = s.id;") < exit_probe.index("begin(REC_SYSCALL, id)")
+    assert "s.id = id;" in text.split("TRACEPOINT_PROBE(raw_syscalls, sys_enter)", 1)[1]
+
+
 @pytest.mark.parametrize(("kw", "message"), [
+    ({"follow_tgids": (0,)}, "to follow must be positive"),
+    ({"follow_entries": 0}, "follow_entries must be positive"),
     ({"syscalls": ()}, "No syscalls selected"),
     ({"syscalls": ("openat", "nosuch")}, "Cannot record nosuch"),
     ({"ringbuf_pages": 1000}, "ringbuf_pages must be a power of two"),

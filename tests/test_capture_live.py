@@ -26,7 +26,15 @@ import pytest
 from analyze.trace_reader import open_trace
 from capture.doctor import run_checks
 from capture.probe import detect_features, tracefs_root
-from capture.record import RecordOptions, RecordProgress, RecordStats, record, recover_spool
+from capture.record import (
+    RecordError,
+    RecordOptions,
+    RecordProgress,
+    RecordStats,
+    SegmentCut,
+    record,
+    recover_spool,
+)
 
 pytestmark = pytest.mark.usefixtures("require_bpf")
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,3 +205,138 @@ def test_kill9_loses_at_most_the_last_flush(tmp_path: Path) -> None:
     assert meta.events > 0 and meta.dropped is None
     got = pq.read_table(out, columns=["proc.cmdline"]).column("proc.cmdline").to_pylist()
     assert "cat /etc/hostname" in got
+
+
+# ---- following a process tree, cutting segments ------------------------------------------------
+
+def fork_waiting(work: Callable[[], None]) -> tuple[int, int]:
+    """Fork a child that waits for a byte on a pipe, then runs `work` and exits; (pid, pipe)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(write_end)
+            if os.read(read_end, 1):
+                work()
+                status = 0
+        finally:
+            os._exit(status)
+    os.close(read_end)
+    return pid, write_end
+
+
+def go_and_wait(pid: int, pipe: int) -> None:
+    os.write(pipe, b"g")
+    os.close(pipe)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+@contextmanager
+def capture_thread(output: Path, options: RecordOptions,
+                   cut: SegmentCut | None = None) -> Iterator[dict[str, Any]]:
+    """record() in a thread; yields once `ready` is set; the result dict gets "stats"."""
+    stop, ready = threading.Event(), threading.Event()
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["stats"] = record(options, output, stop=stop, ready=ready, cut=cut)
+        except BaseException as exc:
+            result["error"] = exc
+            ready.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert ready.wait(60), "the capture did not start"
+        if "error" in result:
+            raise result["error"]
+        yield result
+    finally:
+        time.sleep(0.2)
+        stop.set()
+        thread.join(30)
+    if "error" in result:
+        raise result["error"]
+
+
+def tree_work() -> None:
+    """A shell that starts a grandchild, and a thread of our own that opens a file."""
+    subprocess.run(["sh", "-c", "cat /etc/hostname > /dev/null; ls /etc > /dev/null"],
+                   check=True)
+    opener = threading.Thread(target=lambda: open("/etc/os-release").close())
+    opener.start()
+    opener.join()
+
+
+def test_follow_records_the_tree_and_nothing_else(tmp_path: Path) -> None:
+    root, pipe = fork_waiting(tree_work)
+    out = tmp_path / "tree.parquet"
+    options = RecordOptions(follow_pids=(root,), flush_seconds=0.2)
+    with capture_thread(out, options):
+        subprocess.run(["cat", "/etc/hostname"], check=True, stdout=subprocess.DEVNULL)
+        go_and_wait(root, pipe)
+        subprocess.run(["cat", "/etc/hostname"], check=True, stdout=subprocess.DEVNULL)
+    got = pq.read_table(out, columns=[*COLUMNS, "proc.apid"]).to_pylist()
+    tree = {r["proc.pid"] for r in got}
+    assert root in tree
+    assert all(r["proc.pid"] == root or root in r["proc.apid"] for r in got)
+    names = {r["proc.name"] for r in got}
+    assert {"sh", "cat", "ls"} <= names
+    cats = [r for r in got if r["evt.type"] == "execve" and r["proc.name"] == "cat"]
+    assert len(cats) == 1 and cats[0]["proc.pname"] == "sh"  # not the two outside the tree
+    opened = [r for r in got if r["fd.name"] == "/etc/os-release"]
+    assert opened and opened[0]["proc.pid"] == root  # a thread of a followed process
+    assert os.getpid() not in tree  # the capture itself stays out
+
+
+def test_segment_cut_puts_each_part_in_its_own_segment(tmp_path: Path) -> None:
+    first, pipe1 = fork_waiting(lambda: subprocess.run(["cat", "/etc/hostname"], check=True,
+                                                       stdout=subprocess.DEVNULL))
+    second, pipe2 = fork_waiting(lambda: subprocess.run(["ls", "/"], check=True,
+                                                        stdout=subprocess.DEVNULL))
+    cut = SegmentCut()
+    options = RecordOptions(follow_pids=(first, second), flush_seconds=0.2)
+    with capture_thread(tmp_path / "parts", options, cut) as result:
+        go_and_wait(first, pipe1)
+        cut.cut()
+        go_and_wait(second, pipe2)
+    segments = result["stats"].outputs
+    assert [p.name for p in segments] == ["segment-00001.parquet", "segment-00002.parquet"]
+    one, two = rows(segments[0]), rows(segments[1])
+    def programs(got: list[dict[str, Any]]) -> set[str]:
+        return {r["proc.name"] for r in got if r["evt.type"] == "execve"
+                and r["evt.res"] == "SUCCESS"}
+
+    assert programs(one) == {"cat"} and programs(two) == {"ls"}
+    with pytest.raises(RecordError, match="ended before"):
+        cut.cut(timeout=1)  # the capture is over
+
+
+def run_from_memfd() -> None:
+    fd = os.memfd_create("sr-live-test", 0)
+    with open("/bin/true", "rb") as binary:
+        os.write(fd, binary.read())
+    child = os.fork()
+    if child == 0:
+        try:
+            os.execve(fd, ["true"], {})  # fexecve: execveat(fd, "", ..., AT_EMPTY_PATH)
+        finally:
+            os._exit(127)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+
+
+def test_execveat_from_a_memfd_is_recorded_as_execveat(tmp_path: Path) -> None:
+    # Some kernels (6.18) report a successful execveat's exit as execve: the record must keep
+    # the entry's number, or the memfd (and Falco's is_exe_from_memfd) is lost.
+    root, pipe = fork_waiting(run_from_memfd)
+    out = tmp_path / "memfd.parquet"
+    with capture_thread(out, RecordOptions(follow_pids=(root,), flush_seconds=0.2)):
+        go_and_wait(root, pipe)
+    table = pq.read_table(out, columns=[*COLUMNS, "proc.is_exe_from_memfd"]).to_pylist()
+    execs = [r for r in table if r["evt.type"] in ("execve", "execveat")]
+    assert len(execs) == 1
+    assert execs[0]["evt.type"] == "execveat" and execs[0]["evt.res"] == "SUCCESS"
+    assert execs[0]["proc.is_exe_from_memfd"] is True
+    assert execs[0]["proc.exepath"] == "memfd:sr-live-test"

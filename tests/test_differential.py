@@ -24,7 +24,10 @@ RULE_FILES = {
     "falco-stable": FALCO_RULES / "rules" / "falco_rules.yaml",
     "falco-legacy-4.0.0": FALCO_RULES / "rules-legacy" / "falco_rules-4.0.0.yaml",
 }
-OWN_TRACES = {f"own:{p.relative_to(ef.FIXTURES)}": p for p in ef.own_fixture_traces()}
+# Our own recorded traces: tests/fixtures/*.parquet and the scenario traces (one per attack
+# behaviour, tests/fixtures/scenarios/), which fire most of the rules.
+OWN_TRACES = {f"own:{p.relative_to(ef.FIXTURES)}": p for p in (
+    *ef.own_fixture_traces(), *sorted((ef.FIXTURES / "scenarios").glob("*.parquet")))}
 TRACES = (*ef.DIFFERENTIAL_CAPTURES, *OWN_TRACES)
 
 

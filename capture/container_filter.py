@@ -1,0 +1,83 @@
+"""`capture record --container ID|NAME|host`: which processes' events a capture keeps.
+
+The selection runs in user space, after the process table has placed each process in its
+container (cgroup path or cgroup-v2 id: capture/proc_table.py, capture/cgroup_index.py). The
+kernel's only container handle is `bpf_get_current_cgroup_id()`, the cgroup-v2 id: a container
+with v1 cgroups only (Docker's cgroupfs driver on a v1 or hybrid machine, as here) has none of
+its own, and reading its v1 cgroup from the task would need kernel struct offsets that the
+headers on such machines do not match. On cgroup v2 the kernel could drop other containers'
+events by id (a BPF map of the selected containers' v2 ids, filled at start and when a selected
+container appears); the capture program does not do that yet, so every event still reaches
+user space. A left-out process costs a dictionary look-up per event: its syscall handler (but
+for the few that keep the process table right) and its row are skipped, and its fd table is
+dropped.
+
+A selector is `host`, a container id (12 to 64 hex digits: its first 12 must be the container's
+`container.id`), or anything else, which is a name (or id prefix) for the runtime to resolve:
+resolved at start when the runtime knows it, and matched against the name of every container
+that appears later.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from capture.container_runtime import DOCKER_API_TYPES, ContainerRuntimes
+from capture.proc_table import Proc
+from schemas.trace import TraceError
+
+_CONTAINER_ID = re.compile(r"[0-9a-f]{12,64}")
+
+
+class ContainerSelectionError(TraceError):
+    """A `--container` selector that cannot work; the message says why and what to give."""
+
+
+@dataclass
+class ContainerSelection:
+    """Decides, once per container id, whether its processes' events are kept."""
+
+    host: bool
+    ids: frozenset[str]  # 12-hex container ids
+    names: frozenset[str]
+    runtimes: ContainerRuntimes
+    _decided: dict[str, bool] = field(default_factory=dict)
+
+    @staticmethod
+    def parse(selectors: Sequence[str], runtimes: ContainerRuntimes) -> ContainerSelection:
+        """The selection for these selectors; names known to the runtime now are resolved to
+        their ids. Raises ContainerSelectionError for a name when no runtime socket answers."""
+        host = any(s == "host" for s in selectors)
+        ids = {s[:12] for s in selectors if _CONTAINER_ID.fullmatch(s)}
+        names = {s for s in selectors if s != "host" and not _CONTAINER_ID.fullmatch(s)}
+        if names and not runtimes.ping():
+            tried = ", ".join(runtimes.sockets) or "no socket found"
+            raise ContainerSelectionError(
+                f"--container {sorted(names)[0]}: a container name needs the runtime's API, and "
+                f"no container runtime socket answered ({tried}). Give the container id (12 or "
+                f"64 hex digits, as in `docker ps --no-trunc`), or the socket with "
+                f"--runtime-socket PATH.")
+        for name in names:
+            if (info := runtimes.lookup(name)) is not None:
+                ids.add(info.short_id)
+        return ContainerSelection(host, frozenset(ids), frozenset(names), runtimes)
+
+    def wants(self, proc: Proc) -> bool:
+        cid = proc.container_id
+        decided = self._decided.get(cid)
+        if decided is None:
+            decided = self._decided[cid] = self._decide(proc)
+        return decided
+
+    def _decide(self, proc: Proc) -> bool:
+        cid = proc.container_id
+        if cid == "host":
+            return self.host
+        if cid in self.ids:
+            return True
+        if not self.names or proc.container_type not in DOCKER_API_TYPES:
+            return False
+        info = self.runtimes.lookup(cid)
+        return info is not None and info.name in self.names
