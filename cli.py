@@ -621,6 +621,158 @@ def query_cmd(trace: str, sql: str, fmt: str) -> None:
     click.echo(format_result(run_query(trace, sql), fmt, width), nl=False)
 
 
+def _report_console() -> Console:
+    """The terminal's width, or 160 columns into a file or pipe (rich would use 80)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+@analyze.command("info")
+@click.argument("traces", nargs=-1, required=True)
+@click.option("--gap", type=Duration(), default="5s", show_default=True,
+              help="Report every stretch longer than this with no event at all (a paused or "
+              "cut capture).")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Event types and processes listed.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+)
+def triage_info_cmd(traces: tuple[str, ...], gap: float, top: int, fmt: str) -> None:
+    """Sum up what a trace holds, read from its events, and flag gaps (loss or tampering).
+
+    Shows the time span, host, kernel, source, drops, events by type, the busiest processes,
+    containers, users, and gaps: missing evt.num ranges, evt.num going back (spliced files), and
+    silences longer than --gap. A live capture numbers every event it keeps, so a missing
+    number means rows were removed; an imported capture has small gaps by nature. Segments of a
+    multi-file trace are listed with their own spans.
+
+    \b
+    Example:
+        analyze info trace.parquet
+        analyze info traces/ --gap 2s --format json
+    """
+    from analyze.triage_info import summarize_trace
+    from analyze.triage_render import info_json, info_report
+
+    summary = summarize_trace(list(traces), gap_ns=round(gap * 1e9), top=top)
+    if fmt == "json":
+        _print_json(info_json(summary))
+    else:
+        _report_console().print(info_report(summary))
+
+
+def _comma_values(ctx: click.Context, param: click.Parameter,
+                  value: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(v.strip() for item in value for v in item.split(",") if v.strip())
+
+
+@analyze.command("timeline")
+@click.argument("traces", nargs=-1, required=True)
+@click.option("--pid", "pids", type=int, multiple=True,
+              help="Only this process, all its threads (repeatable); a thread id works too.")
+@click.option("--tree", is_flag=True, help="With --pid: its descendants too.")
+@click.option("--container", "containers", multiple=True,
+              help="Only this container: id, short id or name (repeatable).")
+@click.option("--type", "types", multiple=True, callback=_comma_values,
+              help="Only this event type (repeatable, or comma-separated: openat,execve).")
+@click.option("--since", help="Only events at or after this time: ISO, epoch ns, or +30s.")
+@click.option("--until", help="Only events at or before this time: ISO, epoch ns, or +5m.")
+@click.option("--from-evt", "from_num", type=click.IntRange(min=0),
+              help="Start at this evt.num (the next page: the note under the table names it).")
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Events shown; a note says how many more match.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "text", "json"]), default="table",
+    show_default=True, help="text: one line per event, like sysdig's.",
+)
+def timeline_cmd(traces: tuple[str, ...], pids: tuple[int, ...], tree: bool,
+                 containers: tuple[str, ...], types: tuple[str, ...], since: str | None,
+                 until: str | None, from_num: int | None, limit: int, fmt: str) -> None:
+    """Show a trace's events in order, one readable line each, with filters.
+
+    Each line has the time, evt.num, container, process (pid, and thread when it differs),
+    event type, what it touched (path, rename, connection, executed command line) and the
+    errno of a failure. Filters combine with AND; a repeated option means any of its values.
+    Times are as in `analyze run` (ISO, epoch ns, +30s from the first event).
+
+    \b
+    Example:
+        analyze timeline trace.parquet --pid 4242 --tree --since +1m --limit 50
+        analyze timeline trace.parquet --container nginx --type openat,execve --format text
+    """
+    from analyze.triage_render import timeline_json, timeline_lines, timeline_report
+    from analyze.triage_timeline import TimelineRequest, timeline
+
+    if tree and not pids:
+        raise click.UsageError("--tree needs --pid: the processes whose descendants to show.")
+    request = TimelineRequest(pids=pids, tree=tree, containers=containers, types=types,
+                              since=since, until=until, from_num=from_num, limit=limit)
+    result = timeline(list(traces), request)
+    if fmt == "json":
+        _print_json(timeline_json(result))
+    elif fmt == "text":
+        click.echo(timeline_lines(result), nl=False)
+    else:
+        _report_console().print(timeline_report(result))
+
+
+@analyze.command("explain")
+@click.argument("traces", nargs=-1, required=True)
+@click.option("--evt", "evt_num", type=click.IntRange(min=0), help="The event's evt.num.")
+@click.option("--alert", "alert_value",
+              help="An alert of `analyze run --format json`: its JSON text, a file of them "
+              "(one per line), or - to read standard input.")
+@click.option("--index", type=click.IntRange(min=1),
+              help="Which alert of the --alert file (1-based); needed when it holds several.")
+@click.option("--before", type=Duration(), default="30s", show_default=True,
+              help="How far back to show the activity.")
+@click.option("--after", type=Duration(), default="30s", show_default=True,
+              help="How far forward to show the activity.")
+@click.option("--max-items", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Activity lines shown before and after (json has them all).")
+@click.option("--all", "show_all", is_flag=True,
+              help="List each library and locale file read at program start; by default they "
+              "are one line per process.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+)
+def explain_cmd(traces: tuple[str, ...], evt_num: int | None, alert_value: str | None,
+                index: int | None, before: float, after: float, max_items: int,
+                show_all: bool, fmt: str) -> None:
+    """Tell the story around one event: its process, the ancestry, and what they did.
+
+    Shows the event; its process as a tree from the oldest known ancestor down, with command
+    lines, users and exec times, and the descendants seen around the event; then what the
+    process and its descendants did before and after it: executions, files opened, written,
+    renamed, unlinked, linked and chmod-ed, directories made, connections, accepts and listens,
+    in time order, repeats folded with a count. Name the event with --evt, or with --alert and
+    an alert of `analyze run --format json` (its output_fields hold evt.num).
+
+    \b
+    Example:
+        analyze explain trace.parquet --evt 52117
+        analyze run trace.parquet -r rules/ --format json -o alerts.json
+        analyze explain trace.parquet --alert alerts.json --index 3 --before 2m
+    """
+    from analyze.triage_alert import read_alert
+    from analyze.triage_explain import explain
+    from analyze.triage_render import explain_json, explain_report
+
+    if (evt_num is None) == (alert_value is None):
+        raise click.UsageError("Name the event: give --evt N or --alert ALERT, one of them.")
+    if index is not None and alert_value is None:
+        raise click.UsageError("--index picks an alert of --alert; give --alert too.")
+    alert = None
+    if alert_value is not None:
+        alert = read_alert(alert_value, index, sys.stdin)
+    result = explain(list(traces), evt_num, alert, before_ns=round(before * 1e9),
+                     after_ns=round(after * 1e9))
+    if fmt == "json":
+        _print_json(explain_json(result))
+    else:
+        _report_console().print(explain_report(result, max_items=max_items, fold=not show_all))
+
+
 # Kept in step with analyze.run.ENGINE_CHOICES (a test checks it); listed here so that `--help`
 # does not import the engines.
 ENGINE_CHOICES = ("auto", "sql", "replay")
@@ -767,6 +919,61 @@ def _run_text(result: RunResult, fmt: str, max_alerts: int) -> str:
         render_report(result, max_alerts=max_alerts)
     )
     return out.getvalue()
+
+
+@analyze.command("test")
+@click.argument("specs", nargs=-1, required=True)
+@click.option(
+    "--engine", type=click.Choice(("both", "replay", "sql")), default="both", show_default=True,
+    help="both: every test runs on each engine and they must agree.",
+)
+@click.option("--junit", type=click.Path(dir_okay=False),
+              help="Also write the verdicts as JUnit XML to this file (for CI).")
+@click.option("--update", is_flag=True,
+              help="Rewrite the expectations from the current results (golden files), "
+              "keeping the rest of each spec, comments included.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+)
+@click.pass_context
+def test_cmd(ctx: click.Context, specs: tuple[str, ...], engine: str, junit: str | None,
+             update: bool, fmt: str) -> None:
+    """Run rule regression tests: replay traces through rules and check the alerts per rule.
+
+    SPECS are YAML test specs (a directory stands for its *.yaml files): the rules, the traces,
+    and per rule the exact alert count and/or evt.nums, its priority and output, and the rules
+    that must not fire (see README, "Rule regression tests"). Reports TP/FP/FN per rule and a
+    diff per failure. Exit status: 0 all passed, 3 a test failed, 1 a bad spec, rule file or
+    trace, 2 a bad option.
+
+    \b
+    Example:
+        analyze test tests/specs/
+        analyze test my_rules.spec.yaml --junit results.xml
+        analyze test my_rules.spec.yaml --engine replay --update
+    """
+    from analyze.run import check_output_path, write_atomic
+    from analyze.spec_junit import junit_xml
+    from analyze.spec_render import render_report, report_json
+    from analyze.spec_suite import engines_for, run_suite
+
+    if junit is not None:
+        check_output_path(junit)
+    result = run_suite(specs, engines_for(engine), update=update)
+    for path, tests in result.updated:
+        click.echo(f"Updated {path}: {', '.join(tests)}.", err=True)
+    if update and not result.updated:
+        click.echo("Nothing to update: every expectation matches.", err=True)
+    if junit is not None:
+        write_atomic(junit, junit_xml(result.specs))
+    if fmt == "json":
+        _print_json(report_json(result.specs))
+    else:
+        console = Console()
+        if not console.is_terminal:  # a fixed width: the same bytes on every machine
+            console = Console(width=120)
+        console.print(render_report(result.specs))
+    ctx.exit(result.exit_code)
 
 
 @analyze.command("sql")
