@@ -53,21 +53,23 @@
 #define CNT_SCRATCH 2      /* no scratch buffer (cannot happen; counted to be sure) */
 #define N_COUNTERS 3
 
+/* Who emitted the record (cgroup_id .. comm) is contiguous: userspace uses those bytes, as one
+ * slice of the decoded header, as the key of the process view it last built for them. */
 struct rec_hdr {
     u64 ts;        /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) at emission */
-    u64 cgroup_id; /* bpf_get_current_cgroup_id(): cgroup v2 id */
     s64 ret;       /* the syscall's return value */
     u64 args[6];   /* the raw syscall arguments (REC_FORK/REC_EXIT: see their probes) */
+    u64 cgroup_id; /* bpf_get_current_cgroup_id(): cgroup v2 id */
     u32 tgid;
     u32 tid;
     u32 uid;
     u32 gid;
+    char comm[16];
     u16 kind;      /* REC_* */
     u16 nr;        /* syscall number */
     u16 cpu;
     u16 len[N_ITEMS];
     u16 pad;
-    char comm[16];
 };
 
 struct stash {

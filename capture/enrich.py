@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from capture import fast_feed
 from capture.cgroup_index import CgroupIndex
 from capture.container_filter import ContainerSelection
 from capture.container_runtime import DOCKER_API_TYPES, ContainerInfo, ContainerRuntimes
@@ -39,9 +40,10 @@ from capture.handlers import DISPATCH, PROC_STATE_SYSCALLS, Ev
 from capture.probe import REC_EXEC_ARGS, REC_EXIT, REC_FORK, REC_SYSCALL, Record
 from capture.proc_table import Proc, ProcTable, UserDb
 from capture.render_args import AT_FDCWD
-from capture.rows import RowBatch
+from capture.rows import RowBatch, Shape
 
 FILE_INFO_CACHE = 1 << 16  # distinct opened-file states kept for sharing
+SHAPE_CACHE = 1 << 16  # distinct row shapes kept for sharing (capture/rows.py)
 
 
 class Enricher:
@@ -71,6 +73,9 @@ class Enricher:
         self.last_error = ""
         self._files: dict[tuple[str | None, str, str, bool], FdInfo] = {}
         self._container_users: dict[str, UserDb] = {}
+        self._shapes: dict[tuple[Any, ...], Shape] = {}
+        self.comms: dict[bytes, str] = {}  # raw comm -> decoded, for feed_chunk's records
+        self.memos = fast_feed.Memos()
 
     def snapshot(self) -> None:
         """Seed the tables from /proc and look up the containers running now (call before
@@ -109,17 +114,35 @@ class Enricher:
         return db
 
     def feed(self, records: Iterable[Record], batch: RowBatch) -> None:
+        """Apply `records` in order, appending their rows to `batch`."""
+        if batch.first_num is None:
+            batch.first_num = self.next_num
         for rec in records:
-            if rec.kind == REC_SYSCALL:
-                self._syscall(rec, batch)
-            elif rec.kind == REC_EXEC_ARGS:
-                self.exec_args[rec.tid] = rec
-            elif rec.kind == REC_FORK:
-                self.procs.fork(rec.tgid, rec.args[0], rec.ts + self.offset)
-            elif rec.kind == REC_EXIT and self.procs.exit(rec):
-                self.fds.tables.pop(rec.tgid, None)
+            self.apply(rec, batch)
+        self.next_num = batch.first_num + len(batch)
 
-    def _syscall(self, rec: Record, batch: RowBatch) -> None:
+    def feed_chunk(self, chunk: bytes, batch: RowBatch) -> int:
+        """`feed(decode(chunk)[0], batch)`, several times faster (capture/fast_feed.py);
+        returns how many bytes of `chunk` the records used."""
+        if batch.first_num is None:
+            batch.first_num = self.next_num
+        used = fast_feed.feed_chunk(self, chunk, batch)
+        self.next_num = batch.first_num + len(batch)
+        return used
+
+    def apply(self, rec: Record, batch: RowBatch, who: tuple[Any, ...] | None = None) -> None:
+        """Apply one record. `who`: the header's (cgroup_id, tgid, tid, uid, gid, raw comm),
+        under which the process view of its row is kept in `batch.views` for the next ones."""
+        if rec.kind == REC_SYSCALL:
+            self._syscall(rec, batch, who)
+        elif rec.kind == REC_EXEC_ARGS:
+            self.exec_args[rec.tid] = rec
+        elif rec.kind == REC_FORK:
+            self.procs.fork(rec.tgid, rec.args[0], rec.ts + self.offset)
+        elif rec.kind == REC_EXIT and self.procs.exit(rec):
+            self.fds.tables.pop(rec.tgid, None)
+
+    def _syscall(self, rec: Record, batch: RowBatch, who: tuple[Any, ...] | None) -> None:
         dispatch = DISPATCH.get(rec.nr)
         if dispatch is None:
             return
@@ -156,7 +179,24 @@ class Enricher:
                 self.fds.tables.pop(rec.tgid, None)  # read again from /proc when selected
             if not keep:
                 return
-        batch.add(self, rec, name, wall, after, ev)
+        index = batch.proc_view(self, after, rec)
+        batch.add(wall, rec.cpu, index, self.shape(name, rec.ret, ev))
+        if who is not None and after is proc and self.selection is None:
+            batch.views[who] = (proc, index)
+
+    def shape(self, evt_type: str, ret: int, ev: Ev) -> Shape:
+        """The interned Shape of an event: equal events get the same object."""
+        fd = ev.fd
+        changed = ev.name_changed if fd is not None else None
+        params = tuple(ev.params)
+        key = (evt_type, ret, params, id(fd), ev.fd_num, ev.opened, changed)
+        shape = self._shapes.get(key)
+        if shape is None:
+            if len(self._shapes) >= SHAPE_CACHE:
+                self._shapes.clear()
+            shape = self._shapes[key] = Shape(evt_type, ret, params, fd, ev.fd_num, ev.opened,
+                                               changed)
+        return shape
 
     def _cgroup_changed(self, proc: Proc, cgroup_id: int) -> Proc:
         """The process in the (v2) cgroup its record was taken in: first seen, moved, or

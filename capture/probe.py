@@ -9,7 +9,8 @@
   (BCC's `open_ring_buffer` costs a Python call per record). The program emits without wakeups
   and the reader polls on a timer.
 - `decode` walks a chunk of ring-buffer frames and unpacks each record with one precompiled
-  `struct` call; payload items stay `bytes` until enrichment needs them.
+  `struct` call; payload items stay `bytes` until enrichment needs them. (The capture loop
+  itself decodes as it enriches: capture/fast_feed.py.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import mmap
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,16 +36,20 @@ REC_EXIT = 4
 # Counter indexes of the C program (CNT_*), by the name they get in the trace's drop counters.
 COUNTERS = {"ringbuf_full": 0, "stash_full": 1, "no_scratch": 2}
 
-# struct rec_hdr: ts, cgroup_id, ret, args[6], tgid, tid, uid, gid, kind, nr, cpu, len[4], pad,
-# comm[16]
-HEADER = struct.Struct("<QQq6QIIIIHHH4HH16s")
+# struct rec_hdr: ts, ret, args[6], cgroup_id, tgid, tid, uid, gid, comm[16], kind, nr, cpu,
+# len[4], pad. The indexes of the decoded tuple's fields:
+HEADER = struct.Struct("<Qq6QQIIII16sHHH4HH")
 assert HEADER.size == 120
+H_TS, H_RET, H_ARG0, H_CGROUP, H_TGID, H_TID, H_UID, H_GID, H_COMM = 0, 1, 2, 8, 9, 10, 11, 12, 13
+H_KIND, H_NR, H_CPU, H_LEN0 = 14, 15, 16, 17
+# h[H_CGROUP:H_WHO_END]: (cgroup_id, tgid, tid, uid, gid, comm), who emitted the record
+H_WHO_END = 14
 
-_FRAME = struct.Struct("<I")
-_BUSY = 1 << 31
-_DISCARD = 1 << 30
-_LEN_MASK = _DISCARD - 1
-_FRAME_HEADER = 8
+FRAME = struct.Struct("<I")
+BUSY = 1 << 31
+DISCARD = 1 << 30
+LEN_MASK = DISCARD - 1
+FRAME_HEADER = 8
 
 
 class ProbeError(TraceError):
@@ -119,30 +123,29 @@ def decode(chunk: bytes, comms: dict[bytes, str] | None = None) -> tuple[list[Re
     comms = {} if comms is None else comms
     out: list[Record] = []
     pos, end = 0, len(chunk)
-    unpack_frame, unpack = _FRAME.unpack_from, HEADER.unpack_from
-    while pos + _FRAME_HEADER <= end:
+    unpack_frame, unpack = FRAME.unpack_from, HEADER.unpack_from
+    while pos + FRAME_HEADER <= end:
         (word,) = unpack_frame(chunk, pos)
-        if word & _BUSY:
+        if word & BUSY:
             break
-        size = word & _LEN_MASK
-        nxt = pos + ((size + _FRAME_HEADER + 7) & ~7)
+        size = word & LEN_MASK
+        nxt = pos + ((size + FRAME_HEADER + 7) & ~7)
         if nxt > end:
             break
-        if not word & _DISCARD and size >= HEADER.size:
-            h = unpack(chunk, pos + _FRAME_HEADER)
-            out.append(_record(chunk, pos + _FRAME_HEADER + HEADER.size, h, comms))
+        if not word & DISCARD and size >= HEADER.size:
+            h = unpack(chunk, pos + FRAME_HEADER)
+            out.append(make_record(h, chunk, pos + FRAME_HEADER + HEADER.size, comms))
         pos = nxt
     return out, pos
 
 
-def _record(chunk: bytes, at: int, h: tuple[Any, ...], comms: dict[bytes, str]) -> Record:
-    # h: ts, cgroup_id, ret, args[6] (3..8), tgid, tid, uid, gid, kind, nr, cpu, len[4] (16..19),
-    # pad, comm
-    raw_comm = h[21]
+def make_record(h: tuple[Any, ...], chunk: bytes, at: int, comms: dict[bytes, str]) -> Record:
+    """The Record of header `h` (HEADER's fields) whose items start at `chunk[at]`."""
+    raw_comm = h[H_COMM]
     comm = comms.get(raw_comm)
     if comm is None:
         comm = comms[raw_comm] = raw_comm.split(b"\0", 1)[0].decode("utf-8", "replace")
-    lens = h[16:20]
+    lens = h[H_LEN0:H_LEN0 + 4]
     items: tuple[bytes, ...] = ()
     if lens != _NO_ITEMS:
         parts = []
@@ -150,13 +153,25 @@ def _record(chunk: bytes, at: int, h: tuple[Any, ...], comms: dict[bytes, str]) 
             parts.append(chunk[at:at + n])
             at += n
         items = tuple(parts)
-    return _new_record(Record, (h[13], h[14], h[0], h[1], h[2], h[3:9], h[9], h[10], h[11],
-                                h[12], h[15], comm, items))
+    return _new_record(Record, (h[H_KIND], h[H_NR], h[H_TS], h[H_CGROUP], h[H_RET],
+                                h[H_ARG0:H_ARG0 + 6], h[H_TGID], h[H_TID], h[H_UID], h[H_GID],
+                                h[H_CPU], comm, items))
 
 
 _NO_ITEMS = (0, 0, 0, 0)
 # NamedTuple's own __new__ is a Python function; tuple.__new__ builds the same object 3x faster.
 _new_record = tuple.__new__
+
+
+def encode(rec: Record, comm: bytes | None = None) -> bytes:
+    """The ring-buffer frame the program would send for `rec` (tests and benchmarks build
+    chunks with it); `comm` gives the raw 16 bytes when they are not `rec.comm` NUL-padded."""
+    items = rec.items[:4]
+    lens = [len(i) for i in items] + [0] * (4 - len(items))
+    raw = comm if comm is not None else rec.comm.encode()[:15]
+    body = HEADER.pack(rec.ts, rec.ret, *rec.args, rec.cgroup_id, rec.tgid, rec.tid, rec.uid,
+                       rec.gid, raw, rec.kind, rec.nr, rec.cpu, *lens, 0) + b"".join(items)
+    return FRAME.pack(len(body)) + b"\0" * 4 + body + b"\0" * (-len(body) % 8)
 
 
 # ---- the ring buffer ------------------------------------------------------------------------
@@ -209,15 +224,6 @@ class RingReader:
             self._cons_pos.value += n
             self.bytes_read += n
 
-    def records(self, comms: dict[bytes, str], max_bytes: int = 8 << 20) -> list[Record]:
-        """Read, decode and consume what is available."""
-        chunk = self.read(max_bytes)
-        if not chunk:
-            return []
-        records, used = decode(chunk, comms)
-        self.consume(used)
-        return records
-
     def close(self) -> None:
         del self._cons_pos  # the mmap cannot close while a ctypes view exports its buffer
         self._cons.close()
@@ -232,7 +238,6 @@ class Probe:
         self.text = text if text is not None else render(options)
         self._bpf: Any = None
         self.ring: RingReader | None = None
-        self._comms: dict[bytes, str] = {}
 
     def __enter__(self) -> Probe:
         self.start()
@@ -259,19 +264,6 @@ class Probe:
             ) from None
         table = self._bpf[b"events"]
         self.ring = RingReader(table.map_fd, self.options.ringbuf_pages * mmap.PAGESIZE)
-
-    def poll(self, max_bytes: int = 8 << 20) -> list[Record]:
-        """The records committed since the last poll (never blocks)."""
-        assert self.ring is not None, "Probe.start() first"
-        return self.ring.records(self._comms, max_bytes)
-
-    def drain(self, max_bytes: int = 8 << 20) -> Iterator[list[Record]]:
-        """Poll what the kernel had sent when called (not what it sends meanwhile: under a
-        steady load the buffer is never empty)."""
-        assert self.ring is not None, "Probe.start() first"
-        target = self.ring.bytes_read + self.ring.pending()
-        while self.ring.bytes_read < target and (batch := self.poll(max_bytes)):
-            yield batch
 
     def counters(self) -> dict[str, int]:
         """The kernel-side drop counters, summed over CPUs."""

@@ -1,15 +1,16 @@
 """`capture record`: run the probe, enrich its records, and write trace segments.
 
-The loop (one thread): poll the ring buffer -> decode -> enrich into a `RowBatch` -> every
-`flush_seconds`, turn the batch into Arrow and append it to the current segment's spool.
+The loop (one thread): read the ring buffer -> decode and enrich into a `RowBatch`
+(`Enricher.feed_chunk`) -> every `flush_seconds`, append the batch in its compact form
+(capture/compact.py: events, process views and shapes) to the current segment's spool.
 
 Crash safety. A Parquet file is only readable once its footer is written, at the very end, so the
 live data goes first to a spool next to the segment (`<segment>.spool`, Arrow IPC stream, lz4,
 mode 0600), fsynced at every flush: `kill -9` loses at most the last flush interval, and
 `recover_spool()` turns what survived into a trace. When a segment ends (rotation, duration,
-SIGINT/SIGTERM, `stop`), its spool is converted into the Parquet trace by `TraceWriter` (atomic
-rename, metadata with the kernel's drop counters) and removed; rotated segments are converted in
-a background thread while the capture goes on.
+SIGINT/SIGTERM, `stop`), its spool is expanded into trace rows and converted into the Parquet
+trace by `TraceWriter` (atomic rename, metadata with the kernel's drop counters) and removed, in
+a background thread: rotated segments are converted while the capture goes on.
 
 Output: without rotation, `output` is the trace file. With rotation (`rotate_bytes` or
 `rotate_seconds`), `output` is a directory of segments `segment-00001.parquet`, ... which
@@ -37,12 +38,13 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+from capture import compact
 from capture.bpf_render import ProgramOptions, arch_supported, render, resolve_syscalls
 from capture.enrich import Enricher
 from capture.probe import Features, Probe, detect_features, tracefs_root
 from capture.rows import RowBatch
 from capture.trace_writer import DEFAULT_ROW_GROUP_ROWS, TraceWriter
-from schemas.trace import ANCESTOR_DEPTH, SOURCE_LIVE, TraceError, TraceMeta, arrow_schema
+from schemas.trace import ANCESTOR_DEPTH, SOURCE_LIVE, TraceError, TraceMeta
 
 SPOOL_SUFFIX = ".spool"
 SEGMENT_NAME = "segment-{:05d}.parquet"
@@ -168,14 +170,16 @@ class SegmentCut:
 # ---- segments -------------------------------------------------------------------------------
 
 class Segment:
-    """One output file in the making: an Arrow IPC spool, fsynced at every write."""
+    """One output file in the making: an Arrow IPC spool, fsynced at every write.
 
-    def __init__(self, path: Path, meta: TraceMeta) -> None:
+    The capture spools compact batches (capture/compact.py); trace rows can be spooled too.
+    The stream takes the schema of `schema`, or else of the first batch written."""
+
+    def __init__(self, path: Path, meta: TraceMeta, schema: pa.Schema | None = None) -> None:
         self.path = path
         self.spool = path.with_name(path.name + SPOOL_SUFFIX)
         self.meta = meta
         self.started = time.monotonic()
-        self.rows = 0
         if self.spool.exists():
             raise RecordError(
                 f"{self.spool} is left from a capture that did not finish. Recover it "
@@ -183,23 +187,34 @@ class Segment:
             )
         fd = os.open(self.spool, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._file: IO[bytes] = os.fdopen(fd, "wb")
-        schema = arrow_schema(meta.to_kv())  # the spool carries the metadata for recovery
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        if schema is not None:
+            self._open(schema)
+
+    def _open(self, schema: pa.Schema) -> pa.ipc.RecordBatchStreamWriter:
+        # The spool carries the metadata for recovery.
+        schema = schema.with_metadata(self.meta.to_kv())
         options = pa.ipc.IpcWriteOptions(compression=SPOOL_COMPRESSION)
         self._writer = pa.ipc.new_stream(self._file, schema, options=options)
+        return self._writer
 
     @property
     def bytes(self) -> int:
         return self._file.tell()
 
-    def write(self, table: pa.Table) -> None:
-        if table.num_rows:
-            self._writer.write_table(table)
-            self.rows += table.num_rows
+    def write(self, batch: pa.RecordBatch | pa.Table | None) -> None:
+        """Append `batch` (None: nothing) and make the spool durable."""
+        if batch is not None:
+            writer = self._writer or self._open(batch.schema)
+            if isinstance(batch, pa.Table):
+                writer.write_table(batch)
+            else:
+                writer.write_batch(batch)
         self._file.flush()
         os.fsync(self._file.fileno())
 
     def seal(self) -> None:
-        self._writer.close()
+        (self._writer or self._open(compact.SCHEMA)).close()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -213,7 +228,7 @@ def spool_to_trace(spool: Path, dst: Path, meta: TraceMeta, drops: dict[str, int
     """
     with TraceWriter(dst, meta, row_group_rows) as writer:
         for batch in _spool_batches(spool):
-            writer.write(batch)
+            writer.write(compact.expand(batch) if compact.is_compact(batch.schema) else batch)
         final = writer.close(drops=drops)
     spool.unlink()
     return final
@@ -274,7 +289,7 @@ class _Output:
         n = len(self.paths) + 1
         path = self.target / SEGMENT_NAME.format(n) if self.segmented else self.target
         self.paths.append(path)
-        return Segment(path, self.meta)
+        return Segment(path, self.meta, compact.SCHEMA)
 
     def finish(self, segment: Segment, drops: dict[str, int], wait: bool) -> None:
         segment.seal()
@@ -315,10 +330,7 @@ class _Loop:
     def run(self) -> None:
         self.segment = self.output.open()
         while not self._should_stop():
-            records = self.probe.poll()
-            if records:
-                self.enricher.feed(records, self.batch)
-            else:
+            if not self._poll():
                 time.sleep(self.options.poll_seconds)
             if self.cut is not None and self.cut.asked:
                 self._cut()
@@ -329,9 +341,23 @@ class _Loop:
         self.flush()
         self._end_segment(wait=True)
 
+    def _poll(self) -> bool:
+        """Enrich what the kernel has committed; False when there was nothing."""
+        ring = self.probe.ring
+        assert ring is not None
+        chunk = ring.read()
+        used = self.enricher.feed_chunk(chunk, self.batch) if chunk else 0
+        ring.consume(used)
+        return used > 0
+
     def _drain(self) -> None:
-        for records in self.probe.drain():  # what the kernel sent before we stopped
-            self.enricher.feed(records, self.batch)
+        """Enrich what the kernel had sent when called (not what it sends meanwhile: under a
+        steady load the buffer is never empty)."""
+        ring = self.probe.ring
+        assert ring is not None
+        target = ring.bytes_read + ring.pending()
+        while ring.bytes_read < target and self._poll():
+            pass
 
     def _cut(self) -> None:
         assert self.cut is not None
@@ -352,11 +378,12 @@ class _Loop:
 
     def flush(self) -> None:
         assert self.segment is not None
-        table = self.batch.to_table() if len(self.batch) else arrow_schema().empty_table()
+        rows = len(self.batch)
+        spooled = self.batch.to_spool() if rows else None
         self.batch = RowBatch()
         gc.collect(1)
-        self.segment.write(table)
-        self.events += table.num_rows
+        self.segment.write(spooled)
+        self.events += rows
         now = time.monotonic()
         if self.progress is not None:
             rate = (self.events - self.last_events) / max(now - self.last_flush, 1e-9)

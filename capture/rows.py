@@ -1,34 +1,35 @@
 """Rows to Arrow: `RowBatch` collects one row per event and builds the trace table in bulk.
 
-`RowBatch.add` appends one tuple per event (the per-event cost is what bounds the capture rate);
-`RowBatch.to_table()` builds the Arrow table: per-event columns from lists, `evt.args` and the
-`evt.arg.*` columns from the handlers' parameters, and the process and fd columns by building one
-row per distinct process view / fd state of the batch and `take`-ing them.
+A row is four numbers: its time, cpu, process view and `Shape`. A shape is everything else the
+row says (event type, result, parameters, fd), made by the enricher and shared by every event
+alike: a process closing fd 3 on the same file again and again makes one shape. So the per-event
+cost of a row is four appends to typed arrays, and `RowBatch.to_table()` builds the columns of
+each distinct shape and process view once and spreads them over the rows with `take`.
 """
 
 from __future__ import annotations
 
 import functools
 import posixpath
+from array import array
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from capture import compact
 from capture.container_runtime import ContainerInfo
 from capture.fd_table import FdInfo
 from capture.probe import Record
 from capture.proc_table import Proc
 from capture.render_args import errno_name
 from schemas import catalog
-from schemas.trace import COLUMN_BY_NAME, arrow_schema
+from schemas.trace import arrow_schema
 
 if TYPE_CHECKING:
     from capture.enrich import Enricher
-    from capture.handlers import Ev
 
 SHELLS = frozenset({"ash", "bash", "csh", "ksh", "sh", "tcsh", "zsh", "dash"})
-ARG_COLUMNS = tuple(c.name for c in COLUMN_BY_NAME.values() if c.name.startswith("evt.arg."))
 _CATEGORY_NAMES = {"EC_IPC": "IPC"}
 _IO_CATEGORIES = ("EC_IO_READ", "EC_IO_WRITE", "EC_IO_OTHER")
 
@@ -55,83 +56,139 @@ def _category(evt_type: str, fd: FdInfo | None) -> str:
     return _CATEGORY_NAMES.get(cat, cat[3:].lower() if cat else "other")
 
 
+Param = tuple[str, str, "str | None"]  # name, raw value, resolved value
+
+
+class Shape:
+    """What a row says besides its number, time, cpu and process: immutable once made.
+
+    Compared by identity: the enricher interns shapes (`Enricher.shape`), so equal events share
+    one object and a batch can index its shapes by a dictionary look-up of the object."""
+
+    __slots__ = ("category", "evt_type", "fd", "fd_num", "name_changed", "opened", "params",
+                 "ret")
+
+    def __init__(self, evt_type: str, ret: int, params: tuple[Param, ...], fd: FdInfo | None,
+                 fd_num: int | None, opened: tuple[bool, bool, bool] | None,
+                 name_changed: bool | None) -> None:
+        self.evt_type = evt_type
+        self.category = category(evt_type, fd)
+        self.ret = ret
+        self.params = params
+        self.fd = fd
+        self.fd_num = fd_num
+        self.opened = opened  # is_open_read/write/exec
+        self.name_changed = name_changed  # None without an fd
+
+
 class RowBatch:
     """Rows accumulated between two writes; `to_table()` turns them into a trace table.
 
-    `add` appends one tuple per row (the per-event cost is what bounds the capture rate);
-    columns are built in bulk at `to_table`. Process and fd columns are built once per distinct
-    process view / fd state of the batch and spread over the rows with `take`.
+    Per row: its time (ns since the epoch), cpu, and the indexes of its process view and shape
+    in this batch. Rows are numbered from `first_num` on (set by the enricher). `views` is the
+    enricher's: who emitted a record -> (its Proc, its process view's index), for the records
+    that come after (capture/fast_feed.py).
     """
 
     def __init__(self) -> None:
-        self.rows: list[tuple[Any, ...]] = []
-        self.params: list[list[tuple[str, str, str | None]]] = []
+        self.first_num: int | None = None
+        self.times = array("q")
+        self.cpus = array("h")
+        self.proc_keys = array("i")
+        self.shape_keys = array("i")
+        self.shape_index: dict[Shape, int] = {}
+        self.shapes: list[Shape] = []
+        self.views: dict[tuple[Any, ...], tuple[Proc, int]] = {}
         self._proc_index: dict[tuple[int, str, int, int, int], int] = {}
         self._proc_rows: list[tuple[Any, ...]] = []
         self._procs: list[Proc] = []  # keeps every keyed Proc alive, so ids are not reused
-        self._fd_index: dict[int, int] = {}
-        self._fds: list[FdInfo] = []
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.times)
 
-    def add(self, en: Enricher, rec: Record, evt_type: str, wall: int, proc: Proc,
-            ev: Ev) -> None:
+    def proc_view(self, en: Enricher, proc: Proc, rec: Record) -> int:
+        """The index of the process columns for `proc` as seen by the record's thread/user."""
         key = (id(proc), rec.comm, rec.tid, rec.uid, rec.gid)
-        proc_index = self._proc_index.get(key)
-        if proc_index is None:
-            proc_index = self._proc_index[key] = len(self._proc_rows)
+        index = self._proc_index.get(key)
+        if index is None:
+            index = self._proc_index[key] = len(self._proc_rows)
             self._proc_rows.append(proc_row(en, proc, rec))
             self._procs.append(proc)
-        fd, fd_index = ev.fd, None
-        if fd is not None:
-            fd_index = self._fd_index.get(id(fd))
-            if fd_index is None:
-                fd_index = self._fd_index[id(fd)] = len(self._fds)
-                self._fds.append(fd)
-        self.rows.append((en.next_num, wall, evt_type, category(evt_type, fd), rec.cpu, rec.ret,
-                          ev.opened, ev.fd_num, ev.name_changed if fd is not None else None,
-                          proc_index, fd_index))
-        self.params.append(ev.params)
-        en.next_num += 1
+        return index
+
+    def add_shape(self, shape: Shape) -> int:
+        index = self.shape_index[shape] = len(self.shapes)
+        self.shapes.append(shape)
+        return index
+
+    def add(self, wall: int, cpu: int, proc_index: int, shape: Shape) -> None:
+        index = self.shape_index.get(shape)
+        if index is None:
+            index = self.add_shape(shape)
+        self.times.append(wall)
+        self.cpus.append(cpu)
+        self.proc_keys.append(proc_index)
+        self.shape_keys.append(index)
+
+    def to_spool(self) -> pa.RecordBatch:
+        """The batch in its compact form (capture/compact.py): what the capture spools."""
+        schema = arrow_schema()
+        n = len(self.times)
+        first = self.first_num if self.first_num is not None else 1
+        events = {
+            "evt.num": pa.array(range(first, first + n), pa.int64()),
+            "evt.time": _from_array(self.times, schema.field("evt.time").type),
+            "evt.cpu": _from_array(self.cpus, schema.field("evt.cpu").type),
+            compact.PROC_KEY: _from_array(self.proc_keys, pa.int32()),
+            compact.SHAPE_KEY: _from_array(self.shape_keys, pa.int32()),
+        }
+        procs = _columns(compact.PROC_TYPE, self._proc_rows)
+        return compact.pack(events, procs, _shape_columns(self.shapes))
 
     def to_table(self) -> pa.Table:
-        schema = arrow_schema()
-        n = len(self.rows)
-        if not n:
-            return schema.empty_table()
-        (nums, times, types, cats, cpus, rets, opened, fd_nums, changed, proc_keys,
-         fd_keys) = zip(*self.rows, strict=True)
-        t = {name: schema.field(name).type for name in schema.names}
-        arrays: dict[str, Any] = {
-            "evt.num": pa.array(nums, t["evt.num"]), "evt.time": pa.array(times, t["evt.time"]),
-            "evt.type": pa.array(types, t["evt.type"]),
-            "evt.dir": pa.array(["<"] * n, t["evt.dir"]),  # exit events, entry args joined
-            "evt.category": pa.array(cats, t["evt.category"]),
-            "evt.cpu": pa.array(cpus, t["evt.cpu"]), "fd.num": pa.array(fd_nums, t["fd.num"]),
-            "fd.name_changed": pa.array(changed, t["fd.name_changed"]),
-        }
-        arrays.update(_result_columns(rets, t))
-        arrays.update(_open_columns(opened))
-        arrays.update(_param_columns(self.params, t))
-        procs = _rows_table(_PROC_COLUMNS, self._proc_rows, schema)
-        arrays.update(_take(procs, list(proc_keys)))
-        fds = _rows_table(_FD_COLUMNS, [fd_row(f) for f in self._fds], schema)
-        arrays.update(_take(fds, list(fd_keys)))
-        start = arrays.pop("_start_ns")
-        arrays["proc.duration"] = pc.subtract(pa.array(times, pa.int64()), start)
-        columns = [arrays.get(f.name, pa.nulls(n, f.type)) for f in schema]
-        return pa.Table.from_arrays(columns, schema=schema)
+        """The trace rows of the batch."""
+        return compact.expand(self.to_spool())
 
 
-def _result_columns(rets: tuple[int, ...], t: dict[str, pa.DataType]) -> dict[str, pa.Array]:
+def _from_array(values: array[Any], typ: pa.DataType) -> pa.Array:
+    """An Arrow array over the bytes of a typed `array` (no per-value conversion)."""
+    return pa.Array.from_buffers(typ, len(values), [None, pa.py_buffer(values)])
+
+
+def _columns(typ: pa.StructType, rows: list[tuple[Any, ...]]) -> dict[str, pa.Array]:
+    """Columns from rows whose values are in the order of `typ`'s fields."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * typ.num_fields
+    fields = [typ.field(i) for i in range(typ.num_fields)]
+    return {f.name: pa.array(col, f.type) for f, col in zip(fields, columns, strict=True)}
+
+
+def _shape_columns(shapes: list[Shape]) -> dict[str, pa.Array]:
+    """The columns of SHAPE_COLUMNS, one row per shape."""
+    t = {f.name: f.type for f in compact.SHAPE_TYPE}
+    arrays: dict[str, Any] = {
+        "evt.type": pa.array([s.evt_type for s in shapes], t["evt.type"]),
+        "evt.category": pa.array([s.category for s in shapes], t["evt.category"]),
+        "evt.dir": pa.array(["<"] * len(shapes), t["evt.dir"]),  # exit events, entry args joined
+        "fd.num": pa.array([s.fd_num for s in shapes], t["fd.num"]),
+        "fd.name_changed": pa.array([s.name_changed for s in shapes], t["fd.name_changed"]),
+    }
+    arrays.update(_result_columns([s.ret for s in shapes], t))
+    arrays.update(_open_columns([s.opened for s in shapes]))
+    arrays.update(_param_columns([s.params for s in shapes], t))
+    fd_type = pa.struct([pa.field(n, t[n]) for n in compact.FD_COLUMNS])
+    arrays.update(_columns(fd_type, [fd_row(s.fd) if s.fd is not None else _NO_FD
+                                     for s in shapes]))
+    return arrays
+
+
+def _result_columns(rets: list[int], t: dict[str, pa.DataType]) -> dict[str, pa.Array]:
     names = {r: errno_name(r) for r in set(rets)}
     rawres = pa.array(rets, t["evt.rawres"])
     return {"evt.rawres": rawres, "evt.failed": pc.less(rawres, 0),
             "evt.res": pa.array([names[r] for r in rets], t["evt.res"])}
 
 
-def _open_columns(opened: tuple[tuple[bool, bool, bool] | None, ...]) -> dict[str, pa.Array]:
+def _open_columns(opened: list[tuple[bool, bool, bool] | None]) -> dict[str, pa.Array]:
     flags = [o or _NOT_OPENED for o in opened]
     read, write, execs = zip(*flags, strict=True)
     return {"evt.is_open_read": pa.array(read, pa.bool_()),
@@ -142,14 +199,14 @@ def _open_columns(opened: tuple[tuple[bool, bool, bool] | None, ...]) -> dict[st
 _NOT_OPENED = (False, False, False)
 
 
-def _param_columns(params: list[list[tuple[str, str, str | None]]],
+def _param_columns(params: list[tuple[Param, ...]],
                    t: dict[str, pa.DataType]) -> dict[str, pa.Array]:
     """`evt.args` (Falco's `name=raw(resolved) ...`) and the `evt.arg.*` columns."""
     text: list[str] = []
     args: dict[str, list[str | None]] = {}
     n = len(params)
     for i, event in enumerate(params):
-        line, named = _render_params(tuple(event))
+        line, named = _render_params(event)
         text.append(line)
         for column, value in named:
             values = args.get(column)
@@ -162,48 +219,19 @@ def _param_columns(params: list[list[tuple[str, str, str | None]]],
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _render_params(params: tuple[tuple[str, str, str | None], ...]
-                   ) -> tuple[str, tuple[tuple[str, str], ...]]:
+def _render_params(params: tuple[Param, ...]) -> tuple[str, tuple[tuple[str, str], ...]]:
     """The `evt.args` text and the (column, value) pairs of one event's parameters. Cached:
-    the same parameters recur constantly (a process closing fd 3 on the same file)."""
+    the same parameters recur in the shapes of successive batches."""
     line = "".join([f"{k}={r}({v}) " if v else f"{k}={r} " for k, r, v in params])
     named = tuple((_ARG_COLUMN[k], v or r) for k, r, v in params if k in _ARG_COLUMN)
     return line, named
 
 
-_ARG_COLUMN = {name[len("evt.arg."):]: name for name in ARG_COLUMNS}
-
-
-def _rows_table(names: tuple[str, ...], rows: list[tuple[Any, ...]],
-                schema: pa.Schema) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    arrays = [pa.array(list(col), type=schema.field(name).type if name in schema.names
-                       else pa.int64()) for name, col in zip(names, columns, strict=True)]
-    return pa.Table.from_arrays(arrays, names=list(names))
-
-
-def _take(table: pa.Table, keys: list[int | None]) -> dict[str, pa.ChunkedArray]:
-    taken = table.take(pa.array(keys, type=pa.int32()))
-    return {name: taken.column(name) for name in taken.column_names}
-
-
-_PROC_COLUMNS = (
-    "proc.pid", "proc.ppid", "proc.vpid", "proc.pvpid", "proc.sid", "proc.sname", "proc.vpgid",
-    "proc.is_vpgid_leader", "proc.loginshellid", "proc.name", "proc.exe", "proc.exepath",
-    "proc.args", "proc.cmdline", "proc.cwd", "proc.tty", "proc.pname", "proc.pcmdline",
-    "proc.pexe", "proc.pexepath", "proc.aname", "proc.apid", "proc.aexe", "proc.aexepath",
-    "proc.is_exe_from_memfd", "proc.exe_ino.ctime", "proc.exe_ino.mtime",
-    "proc.exe_ino.ctime_duration_proc_start", "thread.tid", "thread.vtid", "thread.ismain",
-    "user.uid", "user.name", "user.loginuid", "user.loginname", "group.gid", "group.name",
-    "proc.env", "container.id", "container.type", "container.name", "container.image",
-    "container.image.id", "container.image.repository", "container.image.tag",
-    "container.image.digest", "container.privileged", "container.mounts", "k8s.ns.name",
-    "k8s.pod.name", "_start_ns",
-)
+_ARG_COLUMN = {name[len("evt.arg."):]: name for name in compact.ARG_COLUMNS}
 
 
 def proc_row(en: Enricher, proc: Proc, rec: Record) -> tuple[Any, ...]:
-    """The values of _PROC_COLUMNS for one process as seen by one thread/user."""
+    """The values of compact.PROC_COLUMNS for one process as seen by one thread/user."""
     chain = en.procs.ancestors(proc)
     parent = chain[1] if len(chain) > 1 else None
     session = en.procs.procs.get(proc.sid) if proc.sid is not None else None
@@ -245,11 +273,7 @@ def _container_values(proc: Proc, info: ContainerInfo | None) -> tuple[Any, ...]
             info.label("io.kubernetes.pod.namespace"), info.label("io.kubernetes.pod.name"))
 
 
-_FD_COLUMNS = (
-    "fd.type", "fd.typechar", "fd.name", "fd.directory", "fd.filename", "fd.nameraw",
-    "fd.sockfamily", "fd.l4proto", "fd.is_server", "fd.connected", "fd.cip", "fd.sip",
-    "fd.lip", "fd.rip", "fd.cport", "fd.sport", "fd.lport", "fd.rport",
-)
+_NO_FD = (None,) * len(compact.FD_COLUMNS)
 
 
 def fd_row(fd: FdInfo) -> tuple[Any, ...]:

@@ -212,7 +212,7 @@ def frame(kind: int, nr: int, *, ret: int = 0, args: tuple[int, ...] = (0,) * 6,
           tgid: int = 100, tid: int = 100, comm: bytes = b"cat", items: tuple[bytes, ...] = (),
           ts: int = 1_000, busy: bool = False, discard: bool = False) -> bytes:
     lens = [len(i) for i in items] + [0] * (4 - len(items))
-    body = HEADER.pack(ts, 0, ret, *args, tgid, tid, 0, 0, kind, nr, 1, *lens, 0, comm)
+    body = HEADER.pack(ts, ret, *args, 0, tgid, tid, 0, 0, comm, kind, nr, 1, *lens, 0)
     body += b"".join(items)
     word = len(body) | (1 << 31 if busy else 0) | (1 << 30 if discard else 0)
     padded = body + b"\0" * (-(len(body) + 8) % 8)

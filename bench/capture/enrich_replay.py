@@ -2,8 +2,9 @@
 
 `--record FILE` loads the capture program (default preset), runs the load of stages.py (an
 open/close loop and a shell loop of short processes) and saves the ring buffer's bytes to FILE
-(needs root). `--replay FILE` feeds the same records through `Enricher.feed` and `RowBatch.to_table`
-of the code under `--code DIR` (default: this repository) and prints the best CPU time per event
+(needs root). `--replay FILE` feeds the same records through `Enricher.feed_chunk` (older code:
+`decode` then `Enricher.feed`) and `RowBatch.to_table` of the code under `--code DIR` (default:
+this repository) and prints the best CPU time per event
 (CPU time, not wall time: other processes on the machine inflate wall time more). Replaying one
 FILE with two code trees compares them on identical input:
 
@@ -60,21 +61,26 @@ def replay(path: Path, code: Path, repeat: int, containers: tuple[str, ...]) -> 
     from capture.rows import RowBatch
 
     chunks = pickle.loads(path.read_bytes())
-    records = [r for c in chunks for r in decode(c)[0]]
+    n = sum(len(decode(c)[0]) for c in chunks)
     kw: dict[str, Any] = {"containers": containers} if containers else {}
     enricher = Enricher(time.time_ns() - time.monotonic_ns(), **kw)
     enricher.snapshot()
     out: dict[str, Any] = {}
+    fused = hasattr(enricher, "feed_chunk")  # older code: decode, then feed the Records
 
     def feed() -> None:
-        out["batch"] = RowBatch()
-        enricher.feed(records, out["batch"])
+        out["batch"] = batch = RowBatch()
+        for chunk in chunks:
+            if fused:
+                enricher.feed_chunk(chunk, batch)
+            else:
+                enricher.feed(decode(chunk)[0], batch)
 
     enrich = best_cpu(repeat, feed)
     rows = len(out["batch"])
     arrow = best_cpu(repeat, out["batch"].to_table) if rows else 0.0
-    print(f"{code}: {len(records):,} records, {rows:,} rows, best of {repeat} (CPU time):")
-    print(f"  enrich (Enricher.feed)            {enrich / len(records) * 1e6:6.2f} us/record")
+    print(f"{code}: {n:,} records, {rows:,} rows, best of {repeat} (CPU time):")
+    print(f"  decode + enrich                   {enrich / n * 1e6:6.2f} us/record")
     if rows:
         print(f"  rows to Arrow (RowBatch.to_table) {arrow / rows * 1e6:6.2f} us/row")
 

@@ -1,12 +1,14 @@
-"""Where a captured event's user-space time goes: decode, enrich, build Arrow, spool, Parquet.
+"""Where a captured event's user-space time goes: decode + enrich, build Arrow, spool, Parquet.
 
 Loads the capture program (default preset), runs a short load (an open/close loop and a shell
 loop of short processes) while the ring buffer fills, then replays the recorded ring-buffer bytes
 through each stage of `capture record` several times and prints the best time per event of each.
-The capture loop (one thread) decodes, enriches, builds Arrow and appends to the spool; the sum of
-those bounds the rate it can sustain. The Parquet file is written from the spool when a segment
-ends, in another thread. Use it to see which stage a change speeds up (bench/bench_capture.py
-measures the whole capture).
+The capture loop (one thread) decodes and enriches in one pass (`Enricher.feed_chunk`), builds
+its compact Arrow batch (capture/compact.py) and appends it to the spool; the sum of those bounds
+the rate it can sustain. The general path (`decode`, then `Enricher.feed` of the Records), which
+the fast one must match, is shown too. The trace rows are expanded and the Parquet file written
+from the spool when a segment ends, in another thread. Use it to see which stage a change speeds
+up (bench/bench_capture.py measures the whole capture).
 
 Usage (root, from the repository root):
     .venv/bin/python bench/capture/stages.py [--repeat 3]
@@ -91,10 +93,16 @@ def main() -> None:
         batch = RowBatch()
         enricher.feed(records, batch)
 
+    def feed_chunks() -> None:
+        nonlocal batch
+        batch = RowBatch()
+        for chunk in chunks:
+            enricher.feed_chunk(chunk, batch)
+
     def spool() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             segment = Segment(Path(tmp) / "t.parquet", TraceMeta(source=SOURCE_LIVE))
-            segment.write(table)
+            segment.write(batch.to_spool())
             segment.seal()
 
     def parquet() -> None:
@@ -103,10 +111,11 @@ def main() -> None:
             writer.write(table)
             writer.close()
 
-    loop = {"decode": best(args.repeat, lambda: [decode(c) for c in chunks]),
-            "enrich (Enricher.feed)": best(args.repeat, feed)}
+    general = (best(args.repeat, lambda: [decode(c) for c in chunks])
+               + best(args.repeat, feed))
+    loop = {"decode + enrich (feed_chunk)": best(args.repeat, feed_chunks)}
     table = batch.to_table()
-    loop["rows to Arrow (RowBatch.to_table)"] = best(args.repeat, batch.to_table)
+    loop["compact batch (RowBatch.to_spool)"] = best(args.repeat, batch.to_spool)
     loop["spool (Arrow IPC, lz4, fsync)"] = best(args.repeat, spool)
     n = len(batch)
     print(f"{len(records):,} records, {n:,} events, best of {args.repeat}:")
@@ -114,8 +123,12 @@ def main() -> None:
         print(f"  {name:36} {seconds / n * 1e6:6.2f} us/event")
     total = sum(loop.values()) / n
     print(f"  {'capture loop':36} {total * 1e6:6.2f} us/event = {1 / total:,.0f} events/s")
-    print(f"  {'Parquet at segment end (TraceWriter)':36} "
-          f"{best(args.repeat, parquet) / n * 1e6:6.2f} us/event, in another thread")
+    print(f"  {'(general path: decode, Enricher.feed)':36} {general / n * 1e6:6.2f} us/event")
+    print("At segment end, in another thread:")
+    print(f"  {'trace rows (compact.expand)':36} "
+          f"{best(args.repeat, batch.to_table) / n * 1e6:6.2f} us/event")
+    print(f"  {'Parquet (TraceWriter)':36} "
+          f"{best(args.repeat, parquet) / n * 1e6:6.2f} us/event")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,112 @@
+"""The compact form of a batch of rows: what the capture spools, expanded into trace rows later.
+
+A flush of a busy capture holds many events of few process views and few distinct shapes
+(capture/rows.py). The trace repeats a process's 50 columns (ancestor lists included) on every
+one of its rows; building that repetition costs more per event than decoding and enriching it. So
+the capture loop spools each flush as one record batch of one row with three list columns:
+
+- `events`: per event, `evt.num`, `evt.time`, `evt.cpu` and the indexes of its process view and
+  shape in the two lists below;
+- `procs`: the process columns of each process view (`PROC_COLUMNS`) and its start time;
+- `shapes`: the event, parameter and fd columns of each shape (`SHAPE_COLUMNS`).
+
+`expand` turns such a batch into trace rows (schemas/trace.py) with `take`, where the Parquet
+file is written: in the background thread that converts a finished segment, whose Arrow work
+runs without the GIL, beside the capture loop. A batch is self-contained, so a spool cut short
+by a crash still expands batch by batch (`capture recover`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.trace import COLUMN_BY_NAME, arrow_schema
+
+ARG_COLUMNS = tuple(c.name for c in COLUMN_BY_NAME.values() if c.name.startswith("evt.arg."))
+PROC_COLUMNS = (
+    "proc.pid", "proc.ppid", "proc.vpid", "proc.pvpid", "proc.sid", "proc.sname", "proc.vpgid",
+    "proc.is_vpgid_leader", "proc.loginshellid", "proc.name", "proc.exe", "proc.exepath",
+    "proc.args", "proc.cmdline", "proc.cwd", "proc.tty", "proc.pname", "proc.pcmdline",
+    "proc.pexe", "proc.pexepath", "proc.aname", "proc.apid", "proc.aexe", "proc.aexepath",
+    "proc.is_exe_from_memfd", "proc.exe_ino.ctime", "proc.exe_ino.mtime",
+    "proc.exe_ino.ctime_duration_proc_start", "thread.tid", "thread.vtid", "thread.ismain",
+    "user.uid", "user.name", "user.loginuid", "user.loginname", "group.gid", "group.name",
+    "proc.env", "container.id", "container.type", "container.name", "container.image",
+    "container.image.id", "container.image.repository", "container.image.tag",
+    "container.image.digest", "container.privileged", "container.mounts", "k8s.ns.name",
+    "k8s.pod.name", "_start_ns",
+)
+START_NS = PROC_COLUMNS[-1]  # not a trace column: proc.duration is computed from it
+FD_COLUMNS = (
+    "fd.type", "fd.typechar", "fd.name", "fd.directory", "fd.filename", "fd.nameraw",
+    "fd.sockfamily", "fd.l4proto", "fd.is_server", "fd.connected", "fd.cip", "fd.sip",
+    "fd.lip", "fd.rip", "fd.cport", "fd.sport", "fd.lport", "fd.rport",
+)
+SHAPE_COLUMNS = (
+    "evt.type", "evt.category", "evt.dir", "evt.rawres", "evt.res", "evt.failed",
+    "evt.is_open_read", "evt.is_open_write", "evt.is_open_exec", "fd.num", "fd.name_changed",
+    "evt.args", *ARG_COLUMNS, *FD_COLUMNS,
+)
+EVENT_COLUMNS = ("evt.num", "evt.time", "evt.cpu")
+PROC_KEY, SHAPE_KEY = "_proc", "_shape"
+
+
+def _fields(names: tuple[str, ...]) -> list[pa.Field]:
+    trace = arrow_schema()
+    return [pa.field(n, trace.field(n).type if n in trace.names else pa.int64()) for n in names]
+
+
+EVENT_TYPE = pa.struct([*_fields(EVENT_COLUMNS), pa.field(PROC_KEY, pa.int32()),
+                        pa.field(SHAPE_KEY, pa.int32())])
+PROC_TYPE = pa.struct(_fields(PROC_COLUMNS))
+SHAPE_TYPE = pa.struct(_fields(SHAPE_COLUMNS))
+SCHEMA = pa.schema([pa.field("events", pa.list_(EVENT_TYPE)),
+                    pa.field("procs", pa.list_(PROC_TYPE)),
+                    pa.field("shapes", pa.list_(SHAPE_TYPE))])
+
+
+def is_compact(schema: pa.Schema) -> bool:
+    """Whether batches of `schema` are compact ones (else they are trace rows)."""
+    return schema.names == SCHEMA.names
+
+
+def pack(events: dict[str, pa.Array], procs: dict[str, pa.Array],
+         shapes: dict[str, pa.Array]) -> pa.RecordBatch:
+    """One compact batch from its three tables' columns (by name; a missing one is null)."""
+    lists = [_one_list(events, EVENT_TYPE), _one_list(procs, PROC_TYPE),
+             _one_list(shapes, SHAPE_TYPE)]
+    return pa.RecordBatch.from_arrays(lists, schema=SCHEMA)
+
+
+def _one_list(columns: dict[str, pa.Array], typ: pa.StructType) -> pa.ListArray:
+    n = len(next(iter(columns.values()))) if columns else 0
+    fields = [typ.field(i) for i in range(typ.num_fields)]
+    arrays = [columns.get(f.name, pa.nulls(n, f.type)) for f in fields]
+    rows = pa.StructArray.from_arrays(arrays, fields=fields)
+    return pa.ListArray.from_arrays(pa.array([0, n], pa.int32()), rows)
+
+
+def expand(batch: pa.RecordBatch) -> pa.Table:
+    """The trace rows of a compact batch."""
+    schema = arrow_schema()
+    events, procs, shapes = (_rows(batch.column(i)) for i in range(3))
+    n = events.num_rows
+    arrays: dict[str, Any] = {name: events.column(name) for name in EVENT_COLUMNS}
+    arrays.update(_taken(shapes, events.column(SHAPE_KEY)))
+    arrays.update(_taken(procs, events.column(PROC_KEY)))
+    start = arrays.pop(START_NS)
+    arrays["proc.duration"] = pc.subtract(arrays["evt.time"].cast(pa.int64()), start)
+    columns = [arrays.get(f.name, pa.nulls(n, f.type)) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _rows(column: pa.Array) -> pa.RecordBatch:
+    return pa.RecordBatch.from_struct_array(column.flatten())
+
+
+def _taken(table: pa.RecordBatch, keys: pa.Array) -> dict[str, pa.Array]:
+    taken = table.take(keys)
+    return {name: taken.column(name) for name in taken.schema.names}

@@ -1,0 +1,185 @@
+"""The capture loop's fast path (capture/fast_feed.py) gives the rows the general path gives.
+
+Each test encodes records as the ring buffer holds them, feeds the bytes to
+`Enricher.feed_chunk` in pieces cut anywhere (mid-frame too, as the ring reader may), and
+compares the table with `Enricher.feed` of the same records into a fresh enricher: state changes
+that must invalidate a process view or a memo entry (fd reuse, chdir, execve, exit and pid reuse,
+uid and cgroup changes, a new comm, a fork) are all in the sequence.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from capture import fast_feed
+from capture.bpf_render import SYSCALL_BY_NAME
+from capture.enrich import Enricher
+from capture.probe import REC_EXEC_ARGS, REC_EXIT, REC_FORK, REC_SYSCALL, Record, encode
+from capture.proc_table import UserDb
+from capture.render_args import AT_FDCWD
+from capture.rows import RowBatch
+
+CWD = AT_FDCWD & 0xFFFFFFFFFFFFFFFF  # the dirfd argument as the register holds it
+O_RDONLY, O_WRONLY, O_CREAT, O_DIRECTORY = 0, 0o1, 0o100, 0o200000
+
+
+def fake_proc(root: Path, pid: int, ppid: int, comm: str, cwd: str) -> None:
+    d = root / str(pid)
+    (d / "fd").mkdir(parents=True)
+    rest = ["S", str(ppid), str(pid), str(pid), "0"] + ["0"] * 14 + ["100"] + ["0"] * 20
+    (d / "stat").write_text(f"{pid} ({comm}) " + " ".join(rest))
+    (d / "cmdline").write_bytes(comm.encode() + b"\0")
+    (d / "status").write_text(f"Name:\t{comm}\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nNSpid:\t{pid}\n")
+    (d / "cgroup").write_text("0::/\n")
+    os.symlink(cwd, d / "cwd")
+    os.symlink(f"/usr/bin/{comm}", d / "exe")
+
+
+class Records:
+    """Builds a record sequence with increasing timestamps."""
+
+    def __init__(self) -> None:
+        self.out: list[Record] = []
+
+    def add(self, kind: int, nr: int, tgid: int, *, ret: int = 0, args: tuple[int, ...] = (),
+            items: tuple[bytes, ...] = (), tid: int | None = None, comm: str = "bash",
+            uid: int = 0, cgroup: int = 0) -> None:
+        full = (tuple(args) + (0,) * 6)[:6]
+        self.out.append(Record(kind, nr, 1000 * len(self.out), cgroup, ret,
+                               full, tgid, tid or tgid,  # type: ignore[arg-type]
+                               uid, 0, len(self.out) % 2, comm, items))
+
+    def syscall(self, name: str, tgid: int, **kw: Any) -> None:
+        self.add(REC_SYSCALL, SYSCALL_BY_NAME[name].nr, tgid, **kw)
+
+    def open(self, tgid: int, path: str, ret: int, dirfd: int = CWD, flags: int = O_RDONLY,
+             **kw: Any) -> None:
+        self.syscall("openat", tgid, ret=ret, args=(dirfd, 0x7FFF0000 + len(self.out), flags,
+                                                    0o644 if flags & O_CREAT else 0),
+                     items=(path.encode() + b"\0",), **kw)
+
+    def close(self, tgid: int, fd: int, ret: int = 0, **kw: Any) -> None:
+        self.syscall("close", tgid, ret=ret, args=(fd,), **kw)
+
+    def loop(self, tgid: int, path: str, fd: int = 3, times: int = 3, dirfd: int = CWD,
+             **kw: Any) -> None:
+        for _ in range(times):
+            self.open(tgid, path, fd, dirfd=dirfd, **kw)
+            self.close(tgid, fd, **kw)
+
+
+def sequence() -> list[Record]:
+    r = Records()
+    r.loop(50, "/etc/hostname")
+    r.close(50, 3, ret=-errno.EBADF)
+    r.close(50, 3, ret=-errno.EBADF)
+    r.loop(50, "notes.txt")  # relative to the cwd
+    r.syscall("chdir", 50, items=(b"/tmp\0",))
+    r.loop(50, "notes.txt")  # the same key but another cwd
+    r.open(50, "/srv", 5, flags=O_DIRECTORY)
+    r.loop(50, "x", fd=6, dirfd=5)  # relative to a dirfd: always the general way
+    for _ in range(3):
+        r.open(50, "/missing", -errno.ENOENT)
+    for _ in range(3):  # fd 4 reused for other files: close sees another FdInfo each time
+        r.open(50, "/a", 4, flags=O_WRONLY | O_CREAT)
+        r.close(50, 4)
+        r.open(50, "/b", 4)
+        r.close(50, 4)
+    r.loop(50, "/etc/hostname", tid=51)  # another thread
+    r.loop(50, "/etc/hostname", comm="python")  # prctl(PR_SET_NAME)
+    r.loop(50, "/etc/hostname", uid=1000)  # ids changed without a recorded syscall
+    r.loop(50, "/etc/hostname", cgroup=77)  # moved to another cgroup
+    r.open(50, "/etc/passwd", 7)
+    r.add(REC_FORK, 0, 50, args=(60, 50))
+    r.close(60, 7)  # the child's copy of the parent's fd 7
+    r.loop(60, "/etc/hostname")
+    r.close(50, 7)
+    r.add(REC_EXEC_ARGS, SYSCALL_BY_NAME["execve"].nr, 50, items=(b"/bin/cat\0", b"cat\0x\0"))
+    r.syscall("execve", 50, comm="cat")
+    r.loop(50, "/etc/hostname", comm="cat")  # the same thread, a new program
+    r.add(REC_EXIT, 0, 50, args=(50, 1, 0, 0, 0, 0), comm="cat")
+    r.loop(50, "/etc/hostname")  # pid 50 again: a new process read from /proc
+    return r.out
+
+
+def enricher(root: Path) -> Enricher:
+    fake_proc(root, 1, 0, "init", "/")
+    fake_proc(root, 50, 1, "bash", "/home/u")
+    en = Enricher(0, proc_root=root, users=UserDb({0: "root", 1000: "u"}, {0: "root"}))
+    en.procs.boot_ns = 0  # the same process start times in both enrichers
+    en.snapshot()
+    return en
+
+
+def rows(tables: list[pa.Table]) -> list[dict[str, Any]]:
+    table = pa.concat_tables(tables)
+    at = table.schema.get_field_index("evt.time")
+    return table.set_column(at, "evt.time", table.column(at).cast(pa.int64())).to_pylist()
+
+
+def general(root: Path, groups: list[list[Record]]) -> list[dict[str, Any]]:
+    en, tables = enricher(root), []
+    for group in groups:
+        batch = RowBatch()
+        en.feed(group, batch)
+        tables.append(batch.to_table())
+    return rows(tables)
+
+
+def fast(root: Path, groups: list[list[Record]], seed: int) -> tuple[list[dict[str, Any]], int]:
+    """The rows, and how many records took the general way."""
+    en, tables, cuts = enricher(root), [], random.Random(seed)
+    general_way = 0
+    apply = en.apply
+
+    def counted(*args: Any) -> None:
+        nonlocal general_way
+        general_way += 1
+        apply(*args)
+
+    en.apply = counted  # type: ignore[method-assign]
+    for group in groups:
+        data, batch, pos = b"".join(encode(r) for r in group), RowBatch(), 0
+        while pos < len(data):
+            end = min(len(data), pos + cuts.randrange(1, 600))
+            pos += en.feed_chunk(data[pos:end], batch)
+        tables.append(batch.to_table())
+    return rows(tables), general_way
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_path_rows_equal_the_general_path(tmp_path: Path, seed: int) -> None:
+    records = sequence()
+    whole = general(tmp_path / "a", [records])
+    got, general_way = fast(tmp_path / "b", [records], seed)
+    assert got == whole
+    assert general_way < len(records) * 2 // 3  # most records took the fast path
+
+
+def test_views_and_memos_hold_across_batches(tmp_path: Path) -> None:
+    records = sequence()
+    groups = [records[i:i + 7] for i in range(0, len(records), 7)]
+    assert fast(tmp_path / "b", groups, 0)[0] == general(tmp_path / "a", groups)
+
+
+def test_a_full_memo_starts_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fast_feed, "MEMO_ENTRIES", 2)
+    records = sequence()
+    assert fast(tmp_path / "b", [records], 1)[0] == general(tmp_path / "a", [records])
+
+
+def test_a_container_selection_takes_the_general_way(tmp_path: Path) -> None:
+    en = enricher(tmp_path)
+    en.selection = object()  # type: ignore[assignment]  # any selection turns the fast path off
+    calls = []
+    en.apply = lambda *args: calls.append(args)  # type: ignore[method-assign]
+    data = b"".join(encode(r) for r in sequence())
+    assert en.feed_chunk(data, RowBatch()) == len(data)
+    assert len(calls) == len(sequence())
