@@ -9,17 +9,31 @@ Needs root and BPF. Every capture is `capture.record.record` with the options of
    events or the capture falls behind: over the step it processes less than 95% of the load's
    rate (the 32 MiB ring buffer would absorb the excess for many seconds before dropping). The
    highest clean step's rate is the result. When the load itself cannot reach a rate, the search
-   stops there and says so. Other busy processes take CPU from the capture and lower the
-   result: run it on a quiet machine.
+   stops there and says so. Each step also shows the capture's CPU time per event (both of its
+   threads, while the load ran: what bounds its rate on a free core) and the CPU the machine's
+   other processes took meanwhile, in cores: this 2-core machine is often shared, and a busy
+   neighbour lowers the result.
 2. Slowdown: two syscall-heavy workloads timed alone (--runs before and --runs after) and under
-   a capture of the whole machine (--runs), medians compared: an open/close loop of 400,000
-   syscalls as fast as one process goes (faster than the capture keeps up with: it drops), and
-   a shell starting 200 short processes (`sh -c 'cat /etc/hostname; ls /'`).
+   a capture (--runs) that follows their process tree (`--follow`; --whole-machine: a capture
+   of everything, whose events then include the neighbours'), medians compared, in wall time and
+   in the CPU time of the workload's processes (where the kernel side of the capture is paid):
+   an open/close loop of 400,000 syscalls as fast as one process goes (faster than the capture
+   keeps up with: it drops), and a shell starting 200 short processes (`sh -c 'cat
+   /etc/hostname; ls /'`). bench/capture/repeat.py runs and times them.
 3. Bytes/event: the size of the trace each capture in 2 wrote, over its events.
+4. Side by side with sysdig: Debian's sysdig 0.29.3 cannot capture live here (no scap kernel
+   module for this kernel, and its eBPF probe is neither shipped nor buildable), so there is no
+   sysdig capture of the same behaviour. For scale only, the shared k8s capture
+   (/work/shared/anchors/scap, recorded by sysdig on another machine: a Kubernetes control plane,
+   I/O buffers included, enter and exit events counted apart) gives sysdig's own bytes per event
+   and, imported (`capture import`), this project's bytes per row of the same events.
 
-Usage (root, from the repository root; takes one to two minutes, not part of the test suite):
+The command line, the machine and its load average before and after are printed with the
+figures.
+
+Usage (root, from the repository root; takes two to three minutes, not part of the test suite):
     .venv/bin/python bench/bench_capture.py [--step-seconds 5] [--start 20000] [--factor 1.4]
-        [--runs 3] [--keep DIR]
+        [--runs 3] [--keep DIR] [--whole-machine] [--scap FILE | --no-scap]
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -50,12 +65,51 @@ from capture.doctor import FAILED, run_checks  # noqa: E402
 from capture.record import RecordOptions, RecordProgress, RecordStats, record  # noqa: E402
 
 LOAD = ROOT / "bench" / "capture" / "load.py"
+REPEAT = ROOT / "bench" / "capture" / "repeat.py"
+SCAP = Path("/work/shared/anchors/scap/bencer_k8s__capture.scap")
 FLUSH_SECONDS = 0.5  # finer than the default 1 s: more rate samples per step
 KEEP_UP = 0.95  # the capture must process this share of the load's rate
 OPEN_CLOSE_SYSCALLS = 400_000
 PROCESSES = ("for i in $(seq 200); do sh -c 'cat /etc/hostname >/dev/null; ls / >/dev/null'; "
              "done")
+SYSDIG_LIVE = ("sysdig 0.29.3 cannot capture live on this kernel (no scap kernel module; its "
+               "eBPF probe is neither shipped nor buildable): no sysdig capture of the same "
+               "workloads to set beside these.")
 
+
+# ---- CPU accounting -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds so far: the whole machine's busy time, and this process's and its reaped
+    children's own."""
+
+    at: float
+    machine: float
+    own: float
+    children: float
+
+    @staticmethod
+    def now() -> Cpu:
+        with open("/proc/stat") as stat:
+            ticks = [int(x) for x in stat.readline().split()[1:9]]
+        busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return Cpu(time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), me.ru_utime + me.ru_stime,
+                   kids.ru_utime + kids.ru_stime)
+
+    def others_since(self, before: Cpu) -> float:
+        """Cores the machine's other processes used on average since `before`."""
+        ours = (self.own - before.own) + (self.children - before.children)
+        return max(0.0, (self.machine - before.machine) - ours) / max(self.at - before.at, 1e-9)
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# ---- 1. sustained rate ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Step:
@@ -64,6 +118,8 @@ class Step:
     captured: float  # events/s the capture processed during the load
     dropped: int
     drops: dict[str, int]  # by counter: the kernel's, and records enrichment could not use
+    cpu_per_event: float  # the capture's CPU seconds per event during the load
+    others: float  # cores the machine's other processes used during the step
 
     @property
     def load_reached(self) -> bool:
@@ -75,27 +131,25 @@ class Step:
 
 
 @dataclass(frozen=True)
-class Slowdown:
-    workload: str
-    alone: float  # seconds, median
-    captured: float  # seconds under capture, median
-    stats: RecordStats
+class Mark:
+    """The capture's state at one flush."""
 
-    @property
-    def percent(self) -> float:
-        return (self.captured / self.alone - 1) * 100
+    at: float
+    events: int
+    cpu: float  # this process's CPU seconds
 
 
 def capture_during(work: Callable[[], Any], out: Path, options: RecordOptions | None = None
-                   ) -> tuple[Any, RecordStats, list[Any]]:
+                   ) -> tuple[Any, RecordStats, list[Mark]]:
     """Record while `work()` runs in a thread (started once the probe runs); returns its
-    result, the capture's stats and (time, events) at each flush."""
+    result, the capture's stats and a Mark at each flush."""
     stop, ready = threading.Event(), threading.Event()
-    marks: list[tuple[float, int]] = []
+    marks: list[Mark] = []
     result: dict[str, Any] = {}
 
     def progress(p: RecordProgress) -> None:
-        marks.append((time.monotonic(), p.events))
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        marks.append(Mark(time.monotonic(), p.events, me.ru_utime + me.ru_stime))
         ready.set()
 
     def run() -> None:
@@ -119,15 +173,9 @@ def capture_during(work: Callable[[], Any], out: Path, options: RecordOptions | 
     return result.get("value"), stats, marks
 
 
-def load(*args: str) -> dict[str, float]:
-    """Run bench/capture/load.py; its {"syscalls", "seconds"} plus when it ended."""
-    done = subprocess.run([sys.executable, str(LOAD), *args], check=True, capture_output=True,
-                          text=True)
-    return {**json.loads(done.stdout), "ended": time.monotonic()}
-
-
 def step(rate: int, seconds: float, out: Path) -> Step:
     """One paced load under a capture of its own pid (it waits for the capture to start)."""
+    before = Cpu.now()
     child = subprocess.Popen([sys.executable, str(LOAD), "--wait", str(rate), str(seconds)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -140,18 +188,16 @@ def step(rate: int, seconds: float, out: Path) -> Step:
     finally:
         child.kill()
         child.wait()
+    others = Cpu.now().others_since(before)
     start, end = ran["ended"] - ran["seconds"], ran["ended"]
-    captured = rate_between(marks, start + FLUSH_SECONDS, end)
-    return Step(rate, ran["syscalls"] / ran["seconds"], captured, stats.dropped, stats.drops)
-
-
-def rate_between(marks: list[tuple[float, int]], start: float, end: float) -> float:
-    """Events/s between the first and the last flush inside [start, end] (0 if under two)."""
-    inside = [(t, n) for t, n in marks if start <= t <= end]
-    if len(inside) < 2:
-        return 0.0
-    (t0, n0), (t1, n1) = inside[0], inside[-1]
-    return (n1 - n0) / (t1 - t0)
+    inside = [m for m in marks if start + FLUSH_SECONDS <= m.at <= end]
+    captured = cpu = 0.0
+    if len(inside) >= 2:
+        first, last = inside[0], inside[-1]
+        captured = (last.events - first.events) / (last.at - first.at)
+        cpu = (last.cpu - first.cpu) / max(last.events - first.events, 1)
+    return Step(rate, ran["syscalls"] / ran["seconds"], captured, stats.dropped, stats.drops,
+                cpu, others)
 
 
 def sustained(args: argparse.Namespace, work: Path, console: Console) -> list[Step]:
@@ -162,7 +208,8 @@ def sustained(args: argparse.Namespace, work: Path, console: Console) -> list[St
         steps.append(found)
         console.print(f"  {found.target:>9,}/s asked: load {found.achieved:>9,.0f}/s, capture "
                       f"{found.captured:>9,.0f}/s, {found.dropped:,} dropped"
-                      f"{_which(found.drops)}", highlight=False)
+                      f"{_which(found.drops)}; capture CPU {found.cpu_per_event * 1e6:.2f} "
+                      f"us/event; others used {found.others:.2f} cores", highlight=False)
         if not (found.clean and found.load_reached):
             return steps
         rate *= args.factor
@@ -173,46 +220,119 @@ def _which(drops: dict[str, int]) -> str:
     return f" ({counts})" if counts else ""
 
 
-def timed(command: list[str]) -> float:
-    started = time.monotonic()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return time.monotonic() - started
+# ---- 2. slowdown ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Timing:
+    wall: float  # seconds
+    cpu: float  # CPU seconds of the workload's processes
 
 
-def workloads() -> dict[str, Callable[[], float]]:
-    """Name -> a function running the workload once and returning its seconds."""
+@dataclass(frozen=True)
+class Slowdown:
+    workload: str
+    alone: Timing  # medians
+    captured: Timing
+    stats: RecordStats
+
+    @property
+    def wall_percent(self) -> float:
+        return (self.captured.wall / self.alone.wall - 1) * 100
+
+    @property
+    def cpu_percent(self) -> float:
+        return (self.captured.cpu / self.alone.cpu - 1) * 100
+
+
+def repeated(runs: int, command: list[str], wait: bool = False
+             ) -> tuple[subprocess.Popen[str], Callable[[], list[Timing]]]:
+    """bench/capture/repeat.py running `command` `runs` times, and the function that starts
+    it (with `wait`, once a line is sent) and returns its timings."""
+    child = subprocess.Popen([sys.executable, str(REPEAT), *(["--wait"] if wait else []),
+                              str(runs), *command],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def finish() -> list[Timing]:
+        output, _ = child.communicate("go\n" if wait else None)
+        found = json.loads(output)
+        return [Timing(w, c) for w, c in zip(found["wall"], found["cpu"], strict=True)]
+
+    return child, finish
+
+
+def workloads() -> dict[str, list[str]]:
+    """Name -> the command of a workload."""
     return {
         f"open/close x{OPEN_CLOSE_SYSCALLS // 1000}k":
-            lambda: load("--syscalls", str(OPEN_CLOSE_SYSCALLS))["seconds"],
-        "200 processes": lambda: timed(["bash", "-c", PROCESSES]),
+            [sys.executable, str(LOAD), "--syscalls", str(OPEN_CLOSE_SYSCALLS)],
+        "200 processes": ["bash", "-c", PROCESSES],
     }
 
 
-def slowdowns(runs: int, work: Path) -> list[Slowdown]:
-    found = []
-    for i, (name, run) in enumerate(workloads().items()):
-        def repeated(run: Callable[[], float] = run) -> list[float]:
-            return [run() for _ in range(runs)]
+def median(timings: list[Timing]) -> Timing:
+    return Timing(statistics.median(t.wall for t in timings),
+                  statistics.median(t.cpu for t in timings))
 
-        before = repeated()
-        times, stats, _ = capture_during(repeated, work / f"workload-{i}.parquet")
-        alone = statistics.median(before + repeated())  # runs before and after: less drift
-        found.append(Slowdown(name, alone, statistics.median(times), stats))
+
+def slowdowns(runs: int, work: Path, whole_machine: bool) -> list[Slowdown]:
+    found = []
+    for i, (name, command) in enumerate(workloads().items()):
+        before = repeated(runs, command)[1]()
+        child, finish = repeated(runs, command, wait=True)
+        options = RecordOptions() if whole_machine else RecordOptions(follow_pids=(child.pid,))
+        try:
+            times, stats, _ = capture_during(finish, work / f"workload-{i}.parquet", options)
+        finally:
+            child.kill()
+            child.wait()
+        alone = median(before + repeated(runs, command)[1]())  # before and after: less drift
+        found.append(Slowdown(name, alone, median(times), stats))
     return found
 
 
-def report(steps: list[Step], slow: list[Slowdown], console: Console) -> None:
+# ---- 4. sysdig's format, for scale ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScapScale:
+    scap: Path
+    events: int
+    scap_bytes: int
+    trace_bytes: int
+
+
+def scap_scale(scap: Path, work: Path) -> ScapScale:
+    from capture.scap_import import import_scap
+
+    stats = import_scap(scap, work / "imported.parquet")
+    return ScapScale(scap, stats.events, scap.stat().st_size, stats.output_bytes)
+
+
+# ---- report ---------------------------------------------------------------------------------
+
+def report(steps: list[Step], slow: list[Slowdown], scale: ScapScale | None,
+           console: Console) -> None:
     clean = [s for s in steps if s.clean and s.load_reached]
     last = steps[-1]
     best = f"{clean[-1].captured:,.0f} events/s" if clean else "none (the first step failed)"
     console.print(f"\nSustained with zero drops: [bold]{best}[/] (stopped: {_why(last)}).")
-    table = Table("workload", "alone", "under capture", "slowdown", "events", "dropped",
-                  "bytes/event", title="Workloads timed alone and under capture (median)")
+    table = Table("workload", "alone", "under capture", "slowdown", "CPU alone",
+                  "CPU captured", "CPU slowdown", "events", "dropped", "bytes/event",
+                  title="Workloads timed alone and under capture (median)")
     for s in slow:
-        table.add_row(s.workload, f"{s.alone:.2f} s", f"{s.captured:.2f} s",
-                      f"{s.percent:+.0f}%", f"{s.stats.events:,}", f"{s.stats.dropped:,}",
+        table.add_row(s.workload, f"{s.alone.wall:.2f} s", f"{s.captured.wall:.2f} s",
+                      f"{s.wall_percent:+.0f}%", f"{s.alone.cpu:.2f} s",
+                      f"{s.captured.cpu:.2f} s", f"{s.cpu_percent:+.0f}%",
+                      f"{s.stats.events:,}", f"{s.stats.dropped:,}",
                       f"{s.stats.bytes_per_event:.1f}")
     console.print(table)
+    console.print(SYSDIG_LIVE)
+    if scale is not None:
+        console.print(
+            f"For scale, not the same behaviour: {scale.scap.name} (sysdig, another machine, a "
+            f"Kubernetes control plane, I/O buffers included) holds {scale.events:,} events in "
+            f"{scale.scap_bytes:,} bytes = {scale.scap_bytes / scale.events:.1f} bytes/event "
+            f"(gzip; enter and exit are two events); imported into a trace, "
+            f"{scale.trace_bytes / scale.events:.1f} bytes/row.", highlight=False)
 
 
 def _why(last: Step) -> str:
@@ -241,22 +361,32 @@ def main() -> None:
     parser.add_argument("--factor", type=float, default=1.4, help="rate growth per step")
     parser.add_argument("--runs", type=int, default=3, help="runs of each timed workload")
     parser.add_argument("--keep", type=Path, help="keep the traces in this directory")
+    parser.add_argument("--whole-machine", action="store_true",
+                        help="capture the whole machine while timing the workloads (default: "
+                             "their process trees, as --follow)")
+    parser.add_argument("--scap", type=Path, default=SCAP,
+                        help="the sysdig capture imported for scale (section 4)")
+    parser.add_argument("--no-scap", action="store_true", help="leave out section 4")
     args = parser.parse_args()
     refuse_unless_capture_can_run()
     console = Console()
     if not console.is_terminal:
-        console = Console(width=110)  # the table on one line per row in a log
+        console = Console(width=140)  # the table on one line per row in a log
+    command = shlex.join([".venv/bin/python", "bench/bench_capture.py", *sys.argv[1:]])
     console.print(f"Capture benchmark: {platform.node()}, {os.cpu_count()} CPUs, "
                   f"kernel {platform.release()}, Python {platform.python_version()}")
+    console.print(f"Command: {command}\nLoad average before: {load_average()}",
+                  highlight=False)
     with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         console.print(f"Sustained rate ({args.step_seconds:g} s steps of the open/close loop):")
         steps = sustained(args, work, console)
-        slow = slowdowns(args.runs, work)
-    report(steps, slow, console)
-    console.print("Command: " + shlex.join([".venv/bin/python", "bench/bench_capture.py",
-                                            *sys.argv[1:]]), highlight=False)
+        slow = slowdowns(args.runs, work, args.whole_machine)
+        use_scap = not args.no_scap and args.scap.exists()
+        scale = scap_scale(args.scap, work) if use_scap else None
+    report(steps, slow, scale, console)
+    console.print(f"Load average after: {load_average()}", highlight=False)
 
 
 if __name__ == "__main__":

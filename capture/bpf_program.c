@@ -7,11 +7,18 @@
  * layouts BCC takes from tracefs at compile time. That keeps the program correct when the kernel
  * headers (used only for BCC's helper definitions) are older than the running kernel.
  *
- * One record per selected syscall, emitted at sys_exit: sys_enter stashes the six raw arguments in
- * a hash map keyed by thread id, sys_exit joins them with the return value, reads the user memory
- * the arguments point to (paths, sockaddrs) and sends one record. Exceptions, joined in userspace:
+ * One record per selected syscall, emitted at sys_exit (a raw tracepoint: no trace-buffer
+ * record is built for the program): the arguments are read back from the syscall's saved
+ * registers (struct pt_regs, the entry frame: x86_64 ABI, not a kernel-version-dependent struct),
+ * joined with the return value, the user memory they point to is read (paths, sockaddrs) and one
+ * record sent. No per-syscall map update at entry, except for the few syscalls whose registers
+ * do not survive to sys_exit or that another probe must recognise (STASHED: execve, execveat,
+ * connect), whose arguments sys_enter stashes in a hash map keyed by thread id. Also:
  * - execve/execveat send their filename and argv at sys_enter (REC_EXEC_ARGS), since a successful
  *   exec replaces the memory those pointers refer to before sys_exit;
+ * - a fork's child returns through sys_exit too (ret 0): only the parent's return is recorded;
+ * - records without payload items are written straight into the ring buffer (reserve/submit),
+ *   the others built in a per-CPU scratch buffer and copied (their size is known at the end);
  * - sched_process_fork / sched_process_exit send REC_FORK / REC_EXIT records that keep the
  *   userspace process table right; they are not trace rows. They are sent for every process,
  *   whatever the filters: a stale process table is wrong for the processes that are recorded.
@@ -35,6 +42,7 @@
 #define SELF_TGID @SELF_TGID@       /* the capture process: its own syscalls are never recorded */
 #define NR_EXECVE @NR_EXECVE@
 #define NR_EXECVEAT @NR_EXECVEAT@
+#define NR_CONNECT @NR_CONNECT@
 #define HAS_GROUP_DEAD @HAS_GROUP_DEAD@   /* sched_process_exit has the group_dead field */
 #define LOCAL_ENDPOINTS @LOCAL_ENDPOINTS@ /* sock:inet_sock_set_state gives connect's local end */
 #define FOLLOW @FOLLOW@                   /* record only the FOLLOW_ROOTS trees */
@@ -75,6 +83,14 @@ struct rec_hdr {
 struct stash {
     u64 args[6];
     u64 id; /* the syscall number at entry: the one the record carries (see sys_exit) */
+};
+
+/* x86_64's struct pt_regs from r10 on (offset 56): the layout of the syscall entry frame, which
+ * is ABI (arch/x86/include/uapi/asm/ptrace.h). The six arguments are di, si, dx, r10, r8, r9;
+ * orig_ax is the syscall number. */
+#define REGS_R10_OFFSET 56
+struct regs_tail {
+    u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
 };
 
 struct endpoint {
@@ -144,16 +160,8 @@ static __always_inline int task_selected(u32 tgid)
     return 1;
 }
 
-/* The scratch buffer with a fresh header for the current task; NULL never happens in practice. */
-static __always_inline struct scratch *begin(u16 kind, u16 nr)
+static __always_inline void fill_header(struct rec_hdr *h, u16 kind, u16 nr)
 {
-    u32 zero = 0;
-    struct scratch *buf = scratch_map.lookup(&zero);
-    if (!buf) {
-        count(CNT_SCRATCH);
-        return 0;
-    }
-    struct rec_hdr *h = (struct rec_hdr *)buf->data;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u64 uid_gid = bpf_get_current_uid_gid();
     h->ts = bpf_ktime_get_ns();
@@ -172,7 +180,34 @@ static __always_inline struct scratch *begin(u16 kind, u16 nr)
         h->len[i] = 0;
     h->pad = 0;
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+/* The scratch buffer with a fresh header for the current task; NULL never happens in practice. */
+static __always_inline struct scratch *begin(u16 kind, u16 nr)
+{
+    u32 zero = 0;
+    struct scratch *buf = scratch_map.lookup(&zero);
+    if (!buf) {
+        count(CNT_SCRATCH);
+        return 0;
+    }
+    fill_header((struct rec_hdr *)buf->data, kind, nr);
     return buf;
+}
+
+/* A syscall record without payload items, written in place in the ring buffer. */
+static __always_inline void emit_plain(u16 nr, s64 ret, u64 *args)
+{
+    struct rec_hdr *h = events.ringbuf_reserve(sizeof(struct rec_hdr));
+    if (!h) {
+        count(CNT_RINGBUF_FULL);
+        return;
+    }
+    fill_header(h, REC_SYSCALL, nr);
+    h->ret = ret;
+    for (int i = 0; i < 6; i++)
+        h->args[i] = args[i];
+    events.ringbuf_submit(h, BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void set_len(struct scratch *buf, int item, u32 len)
@@ -265,18 +300,49 @@ static __always_inline void emit_exec_args(long id, struct stash *s, u64 filenam
     output(buf, off);
 }
 
-TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+static __always_inline int stashed(long id)
 {
-    long id = args->id;
-    if (!syscall_selected(id))
+    return id == NR_EXECVE || id == NR_EXECVEAT || id == NR_CONNECT;
+}
+
+static __always_inline int is_fork(long id)
+{
+    switch (id) {
+@FORK_CASES@
+        return 1;
+    }
+    return 0;
+}
+
+static __always_inline int has_items(long id)
+{
+    switch (id) {
+@ITEM_SYSCALLS@
+        return 1;
+    }
+    return 0;
+}
+
+/* ctx->args: the task's struct pt_regs *, the syscall number. */
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+    long id = ctx->args[1];
+    if (!stashed(id) || !syscall_selected(id))
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = (u32)pid_tgid;
     if (!task_selected(pid_tgid >> 32))
         return 0;
+    struct regs_tail r = {};
+    if (bpf_probe_read_kernel(&r, sizeof(r), (void *)(ctx->args[0] + REGS_R10_OFFSET)))
+        return 0;
     struct stash s = {};
-    for (int i = 0; i < 6; i++)
-        s.args[i] = args->args[i];
+    s.args[0] = r.di;
+    s.args[1] = r.si;
+    s.args[2] = r.dx;
+    s.args[3] = r.r10;
+    s.args[4] = r.r8;
+    s.args[5] = r.r9;
     s.id = id;
     if (stash_map.update(&tid, &s)) {
         count(CNT_STASH_FULL);
@@ -289,25 +355,49 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
     return 0;
 }
 
-TRACEPOINT_PROBE(raw_syscalls, sys_exit)
+/* ctx->args: the task's struct pt_regs *, the return value. */
+RAW_TRACEPOINT_PROBE(sys_exit)
 {
+    struct regs_tail r = {};
+    if (bpf_probe_read_kernel(&r, sizeof(r), (void *)(ctx->args[0] + REGS_R10_OFFSET)))
+        return 0;
     /* A successful execveat reaches its exit as execve on some kernels (6.18 does): the number
      * recorded is the entry's, kept in the stash. */
-    long id = args->id;
+    long id = r.orig_ax;
     if (!syscall_selected(id) && id != NR_EXECVE)
         return 0;
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct stash *stashed = stash_map.lookup(&tid);
-    if (!stashed)
-        return 0; /* entered before the capture started, or filtered out at entry */
-    struct stash s = *stashed;
-    stash_map.delete(&tid);
-    id = s.id;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    s64 ret = ctx->args[1];
+    if (ret == 0 && is_fork(id))
+        return 0; /* the child's return from fork: the parent's record tells it */
+    struct stash s = {};
+    if (stashed(id)) {
+        struct stash *stashed_args = stash_map.lookup(&tid);
+        if (!stashed_args)
+            return 0; /* entered before the capture started, or filtered out at entry */
+        s = *stashed_args;
+        stash_map.delete(&tid);
+        id = s.id;
+    } else {
+        if (!task_selected(pid_tgid >> 32))
+            return 0;
+        s.args[0] = r.di;
+        s.args[1] = r.si;
+        s.args[2] = r.dx;
+        s.args[3] = r.r10;
+        s.args[4] = r.r8;
+        s.args[5] = r.r9;
+    }
+    if (!has_items(id)) {
+        emit_plain(id, ret, s.args);
+        return 0;
+    }
     struct scratch *buf = begin(REC_SYSCALL, id);
     if (!buf)
         return 0;
     struct rec_hdr *h = (struct rec_hdr *)buf->data;
-    h->ret = args->ret;
+    h->ret = ret;
     for (int i = 0; i < 6; i++)
         h->args[i] = s.args[i];
     u32 off = sizeof(struct rec_hdr);

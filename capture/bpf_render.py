@@ -56,7 +56,7 @@ def _s(*args: int) -> tuple[Item, ...]:
     return tuple(Item(STR, a) for a in args)
 
 
-# x86_64 numbers (asm/unistd_64.h). Items are read at sys_exit from the stashed entry arguments.
+# x86_64 numbers (asm/unistd_64.h). Items are read at sys_exit from the syscall's arguments.
 SYSCALLS: tuple[SyscallSpec, ...] = (
     SyscallSpec("open", 2, _s(0)),
     SyscallSpec("openat", 257, _s(1)),
@@ -116,6 +116,7 @@ SYSCALLS: tuple[SyscallSpec, ...] = (
     SyscallSpec("userfaultfd", 323),
 )
 SYSCALL_BY_NAME: dict[str, SyscallSpec] = {s.name: s for s in SYSCALLS}
+FORKS = ("clone", "clone3", "fork", "vfork")  # return 0 in the child, through sys_exit too
 SYSCALL_BY_NR: dict[int, SyscallSpec] = {s.nr: s for s in SYSCALLS}
 
 # What the rules need (upstream stable + incubating and ours, see rule-evttypes.tsv), plus what
@@ -193,6 +194,10 @@ def placeholder_values(options: ProgramOptions) -> dict[str, str]:
         "SELF_TGID": str(options.self_tgid),
         "NR_EXECVE": str(SYSCALL_BY_NAME["execve"].nr),
         "NR_EXECVEAT": str(SYSCALL_BY_NAME["execveat"].nr),
+        "NR_CONNECT": str(SYSCALL_BY_NAME["connect"].nr),
+        "FORK_CASES": "\n".join(f"    case {SYSCALL_BY_NAME[n].nr}: /* {n} */" for n in FORKS),
+        "ITEM_SYSCALLS": "\n".join(f"    case {s.nr}: /* {s.name} */" for s in specs
+                                   if _items(s, options)),
         "HAS_GROUP_DEAD": "1" if options.has_group_dead else "0",
         "LOCAL_ENDPOINTS": "1" if options.local_endpoints else "0",
         "FOLLOW": "1" if options.follow_tgids else "0",
@@ -207,10 +212,15 @@ def placeholder_values(options: ProgramOptions) -> dict[str, str]:
     }
 
 
+def _items(spec: SyscallSpec, options: ProgramOptions) -> list[tuple[int, Item]]:
+    """The items the program reads for `spec` (index, item)."""
+    return [(i, item) for i, item in enumerate(spec.items)
+            if item.kind != LOCAL or options.local_endpoints]
+
+
 def render_item_case(spec: SyscallSpec, options: ProgramOptions) -> str:
     """The `case` of the exit probe's switch that reads `spec`'s items ("" if it has none)."""
-    lines = [_item_call(i, item) for i, item in enumerate(spec.items)
-             if item.kind != LOCAL or options.local_endpoints]
+    lines = [_item_call(i, item) for i, item in _items(spec, options)]
     if not lines:
         return ""
     body = "".join(f"        {line}\n" for line in lines)

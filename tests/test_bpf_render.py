@@ -140,10 +140,10 @@ def test_exit_probe_records_the_entry_syscall_number() -> None:
     # A successful execveat reaches sys_exit as execve on some kernels: the record must carry
     # the number stashed at entry, and the exit probe must not drop execve's exit.
     text = render(options(syscalls=("execveat",)))
-    exit_probe = text.split("TRACEPOINT_PROBE(raw_syscalls, sys_exit)", 1)[1]
+    exit_probe = text.split("RAW_TRACEPOINT_PROBE(sys_exit)", 1)[1]
     assert "if (!syscall_selected(id) && id != NR_EXECVE)" in exit_probe
     assert exit_probe.index("id = s.id;") < exit_probe.index("begin(REC_SYSCALL, id)")
-    assert "s.id = id;" in text.split("TRACEPOINT_PROBE(raw_syscalls, sys_enter)", 1)[1]
+    assert "s.id = id;" in text.split("RAW_TRACEPOINT_PROBE(sys_enter)", 1)[1]
 
 
 @pytest.mark.parametrize(("kw", "message"), [

@@ -103,7 +103,7 @@ def test_print_bpf_renders_the_filters_without_root(monkeypatch: pytest.MonkeyPa
     result = run("record", "-o", "t.parquet", "--print-bpf", "--syscalls", "execve,openat",
                  "--pid", "42", "--exclude-comm", "sshd")
     assert result.exit_code == 0, result.output
-    assert "TRACEPOINT_PROBE(raw_syscalls, sys_enter)" in result.output
+    assert "RAW_TRACEPOINT_PROBE(sys_enter)" in result.output
     assert "case 59: /* execve */" in result.output and "/* close */" not in result.output
     assert "switch (tgid) { case 42: break; default: return 0; }" in result.output
     sshd = "(comm[0] ^ 115) | (comm[1] ^ 115) | (comm[2] ^ 104) | (comm[3] ^ 100) | (comm[4] ^ 0)"

@@ -137,6 +137,22 @@ def test_scripted_workload_is_recorded_with_enrichment(tmp_path: Path) -> None:
     assert not any(r["proc.pid"] == os.getpid() for r in got)  # our own syscalls: excluded
 
 
+def test_a_fork_is_recorded_once_by_its_parent(tmp_path: Path) -> None:
+    # The child returns from fork through sys_exit too (0): only the parent's return is a row.
+    script = "for i in 1 2 3; do /bin/true & wait; done"
+    with recording(tmp_path, syscalls=("clone", "clone3", "fork", "vfork", "execve")):
+        subprocess.run(["bash", "-c", script], check=True, stdout=subprocess.DEVNULL)
+    got = pq.read_table(tmp_path / "live.parquet",
+                        columns=["evt.type", "evt.rawres", "proc.pid", "proc.cmdline"]).to_pylist()
+    forks = [r for r in got if r["evt.type"] in ("clone", "clone3", "fork", "vfork")]
+    assert forks and all(r["evt.rawres"] != 0 for r in forks)
+    shell = [r for r in forks if r["proc.cmdline"] == f"bash -c {script}"]
+    children = {r["evt.rawres"] for r in shell}
+    assert len(shell) == len(children) == 3
+    execs = {r["proc.pid"] for r in got if r["evt.type"] == "execve"}
+    assert children <= execs
+
+
 def test_rotation_writes_segments_read_as_one_trace(tmp_path: Path) -> None:
     with recording(tmp_path, rotate_seconds=0.5) as stats:
         for _ in range(3):
