@@ -241,6 +241,10 @@ def _comma_list(ctx: click.Context, param: click.Parameter, value: str | None
               "only) or all. [default: default]")
 @click.option("--syscalls", callback=_comma_list,
               help="Record exactly these syscalls instead of a preset (comma-separated).")
+@click.option("--rules", "rule_files", multiple=True, type=click.Path(exists=True),
+              help="Record only the syscalls these rule files can match, instead of a preset "
+              "(repeatable); those that keep the process and fd tables right are recorded "
+              "too, but not written as rows.")
 @click.option("--pid", "pids", type=click.IntRange(min=1), multiple=True,
               help="Only this process (repeatable).")
 @click.option("--follow", "follow_pids", type=click.IntRange(min=1), multiple=True,
@@ -266,7 +270,8 @@ def _comma_list(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--print-bpf", is_flag=True,
               help="Print the BPF C program these options load, and exit (no root needed).")
 def record_cmd(output: str, duration: float | None, preset: str | None,
-               syscalls: tuple[str, ...] | None, pids: tuple[int, ...],
+               syscalls: tuple[str, ...] | None, rule_files: tuple[str, ...],
+               pids: tuple[int, ...],
                follow_pids: tuple[int, ...], comms: tuple[str, ...],
                exclude_comms: tuple[str, ...], containers: tuple[str, ...],
                runtime_sockets: tuple[str, ...], rotate_bytes: int | None,
@@ -292,13 +297,18 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
         capture record -o nginx.parquet --comm nginx --preset all --duration 30s
         capture record -o build.parquet --follow 4242 --duration 5m
         capture record -o web.parquet --container web --runtime-socket /run/podman/podman.sock
+        capture record -o t.parquet --rules rules/sysreplay_rules.yaml --duration 1h
     """
     from capture.record import RecordOptions, program_text
 
     if preset is not None and syscalls is not None:
         raise click.UsageError("Give --preset or --syscalls, not both.")
+    if rule_files and (preset is not None or syscalls is not None):
+        raise click.UsageError("--rules chooses the syscalls: give it without --preset and "
+                               "--syscalls.")
     options = RecordOptions(
-        duration=duration, preset=preset or "default", syscalls=syscalls, pids=pids,
+        duration=duration, preset=preset or "default", syscalls=syscalls, rules=rule_files,
+        pids=pids,
         follow_pids=follow_pids, comms=comms, exclude_comms=exclude_comms,
         rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds, containers=containers,
         runtime_sockets=runtime_sockets,
@@ -307,6 +317,8 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
     if print_bpf:
         click.echo(text, nl=False)
         return
+    if rule_files:
+        click.echo(_rule_syscalls_line(options), err=True)
     if not options.rotating and os.path.isdir(output):
         raise click.UsageError(f"{output} is a directory: name a file, or rotate (--rotate-size, "
                                "--rotate-seconds) to write segments into it.")
@@ -319,6 +331,16 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
                   "(--comm, --exclude-comm)." if stats.drops.get("ringbuf_full") else "")
         click.echo(f"Warning: {stats.dropped:,} events were dropped ({counts}).{advice}",
                    err=True)
+
+
+def _rule_syscalls_line(options: RecordOptions) -> str:
+    found = options.rule_syscalls()
+    assert found is not None
+    line = (f"{found.rules} rules: rows of {', '.join(found.rows) or 'no syscall'}; for the "
+            f"process and fd tables only: {', '.join(found.state)}.")
+    if found.not_capturable:
+        line += f" Not captured: {', '.join(found.not_capturable)}."
+    return line
 
 
 def _refuse_unless_capture_can_run() -> None:

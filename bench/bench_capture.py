@@ -28,12 +28,16 @@ Needs root and BPF. Every capture is `capture.record.record` with the options of
    I/O buffers included, enter and exit events counted apart) gives sysdig's own bytes per event
    and, imported (`capture import`), this project's bytes per row of the same events.
 
+With --rules FILE, every capture is a `capture record --rules FILE` one: the syscalls those
+rules need are rows, those that only keep the tables right (close...) are applied but not
+written; the rates count both (syscalls processed), bytes/event is per row.
+
 The command line, the machine and its load average before and after are printed with the
 figures.
 
 Usage (root, from the repository root; takes two to three minutes, not part of the test suite):
     .venv/bin/python bench/bench_capture.py [--step-seconds 5] [--start 20000] [--factor 1.4]
-        [--runs 3] [--keep DIR] [--whole-machine] [--scap FILE | --no-scap]
+        [--runs 3] [--keep DIR] [--whole-machine] [--rules FILE]... [--scap FILE | --no-scap]
 """
 
 from __future__ import annotations
@@ -149,7 +153,7 @@ def capture_during(work: Callable[[], Any], out: Path, options: RecordOptions | 
 
     def progress(p: RecordProgress) -> None:
         me = resource.getrusage(resource.RUSAGE_SELF)
-        marks.append(Mark(time.monotonic(), p.events, me.ru_utime + me.ru_stime))
+        marks.append(Mark(time.monotonic(), p.events + p.table_only, me.ru_utime + me.ru_stime))
         ready.set()
 
     def run() -> None:
@@ -173,7 +177,7 @@ def capture_during(work: Callable[[], Any], out: Path, options: RecordOptions | 
     return result.get("value"), stats, marks
 
 
-def step(rate: int, seconds: float, out: Path) -> Step:
+def step(rate: int, seconds: float, out: Path, rules: tuple[str, ...]) -> Step:
     """One paced load under a capture of its own pid (it waits for the capture to start)."""
     before = Cpu.now()
     child = subprocess.Popen([sys.executable, str(LOAD), "--wait", str(rate), str(seconds)],
@@ -184,7 +188,8 @@ def step(rate: int, seconds: float, out: Path) -> Step:
         return {**json.loads(output), "ended": time.monotonic()}
 
     try:
-        ran, stats, marks = capture_during(work, out, RecordOptions(pids=(child.pid,)))
+        ran, stats, marks = capture_during(work, out, RecordOptions(pids=(child.pid,),
+                                                                    rules=rules))
     finally:
         child.kill()
         child.wait()
@@ -204,7 +209,8 @@ def sustained(args: argparse.Namespace, work: Path, console: Console) -> list[St
     steps: list[Step] = []
     rate = args.start
     while True:
-        found = step(int(rate), args.step_seconds, work / f"step-{int(rate)}.parquet")
+        found = step(int(rate), args.step_seconds, work / f"step-{int(rate)}.parquet",
+                     tuple(args.rules))
         steps.append(found)
         console.print(f"  {found.target:>9,}/s asked: load {found.achieved:>9,.0f}/s, capture "
                       f"{found.captured:>9,.0f}/s, {found.dropped:,} dropped"
@@ -274,12 +280,13 @@ def median(timings: list[Timing]) -> Timing:
                   statistics.median(t.cpu for t in timings))
 
 
-def slowdowns(runs: int, work: Path, whole_machine: bool) -> list[Slowdown]:
+def slowdowns(runs: int, work: Path, whole_machine: bool, rules: tuple[str, ...]
+              ) -> list[Slowdown]:
     found = []
     for i, (name, command) in enumerate(workloads().items()):
         before = repeated(runs, command)[1]()
         child, finish = repeated(runs, command, wait=True)
-        options = RecordOptions() if whole_machine else RecordOptions(follow_pids=(child.pid,))
+        options = RecordOptions(rules=rules, follow_pids=() if whole_machine else (child.pid,))
         try:
             times, stats, _ = capture_during(finish, work / f"workload-{i}.parquet", options)
         finally:
@@ -313,7 +320,8 @@ def report(steps: list[Step], slow: list[Slowdown], scale: ScapScale | None,
            console: Console) -> None:
     clean = [s for s in steps if s.clean and s.load_reached]
     last = steps[-1]
-    best = f"{clean[-1].captured:,.0f} events/s" if clean else "none (the first step failed)"
+    best = (f"{clean[-1].captured:,.0f} events/s" if clean
+            else "none measured (the first step failed)")
     console.print(f"\nSustained with zero drops: [bold]{best}[/] (stopped: {_why(last)}).")
     table = Table("workload", "alone", "under capture", "slowdown", "CPU alone",
                   "CPU captured", "CPU slowdown", "events", "dropped", "bytes/event",
@@ -364,6 +372,8 @@ def main() -> None:
     parser.add_argument("--whole-machine", action="store_true",
                         help="capture the whole machine while timing the workloads (default: "
                              "their process trees, as --follow)")
+    parser.add_argument("--rules", action="append", default=[], metavar="FILE",
+                        help="capture as `capture record --rules FILE` (repeatable)")
     parser.add_argument("--scap", type=Path, default=SCAP,
                         help="the sysdig capture imported for scale (section 4)")
     parser.add_argument("--no-scap", action="store_true", help="leave out section 4")
@@ -382,7 +392,7 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         console.print(f"Sustained rate ({args.step_seconds:g} s steps of the open/close loop):")
         steps = sustained(args, work, console)
-        slow = slowdowns(args.runs, work, args.whole_machine)
+        slow = slowdowns(args.runs, work, args.whole_machine, tuple(args.rules))
         use_scap = not args.no_scap and args.scap.exists()
         scale = scap_scale(args.scap, work) if use_scap else None
     report(steps, slow, scale, console)

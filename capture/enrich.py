@@ -51,15 +51,19 @@ class Enricher:
 
     `runtime_sockets`: the container engine sockets to ask for names and images (default: the
     usual ones that exist); `containers`: keep only the events of processes in these
-    containers (`--container`: ids, names or `host`).
+    containers (`--container`: ids, names or `host`); `row_syscalls`: write rows for these
+    syscalls only, the others just keep the tables right (capture/rule_syscalls.py).
     """
 
     def __init__(self, monotonic_to_wall: int, proc_root: Path = Path("/proc"),
                  users: UserDb | None = None, runtime_sockets: Sequence[str] = (),
                  containers: Sequence[str] = (),
                  runtimes: ContainerRuntimes | None = None,
-                 cgroups: CgroupIndex | None = None) -> None:
+                 cgroups: CgroupIndex | None = None,
+                 row_syscalls: Iterable[str] | None = None) -> None:
         self.offset = monotonic_to_wall
+        # Syscalls written as rows (None: all); the others only update the tables (--rules).
+        self.row_syscalls = frozenset(row_syscalls) if row_syscalls is not None else None
         self.procs = ProcTable(proc_root)
         self.cgroups = cgroups or CgroupIndex.detect()
         self.fds = FdTables(proc_root)
@@ -70,6 +74,7 @@ class Enricher:
         self.exec_args: dict[int, Record] = {}
         self.next_num = 1
         self.errors = 0  # records whose handler failed (left out of the trace)
+        self.table_only = 0  # syscalls applied to the tables without a row (row_syscalls)
         self.last_error = ""
         self._files: dict[tuple[str | None, str, str, bool], FdInfo] = {}
         self._container_users: dict[str, UserDb] = {}
@@ -130,9 +135,9 @@ class Enricher:
         self.next_num = batch.first_num + len(batch)
         return used
 
-    def apply(self, rec: Record, batch: RowBatch, who: tuple[Any, ...] | None = None) -> None:
-        """Apply one record. `who`: the header's (cgroup_id, tgid, tid, uid, gid, raw comm),
-        under which the process view of its row is kept in `batch.views` for the next ones."""
+    def apply(self, rec: Record, batch: RowBatch, who: bytes | None = None) -> None:
+        """Apply one record. `who`: the header's bytes from cgroup_id to comm, under which the
+        process view of its row is kept in `batch.views` for the next records (fast_feed)."""
         if rec.kind == REC_SYSCALL:
             self._syscall(rec, batch, who)
         elif rec.kind == REC_EXEC_ARGS:
@@ -142,7 +147,7 @@ class Enricher:
         elif rec.kind == REC_EXIT and self.procs.exit(rec):
             self.fds.tables.pop(rec.tgid, None)
 
-    def _syscall(self, rec: Record, batch: RowBatch, who: tuple[Any, ...] | None) -> None:
+    def _syscall(self, rec: Record, batch: RowBatch, who: bytes | None) -> None:
         dispatch = DISPATCH.get(rec.nr)
         if dispatch is None:
             return
@@ -179,10 +184,17 @@ class Enricher:
                 self.fds.tables.pop(rec.tgid, None)  # read again from /proc when selected
             if not keep:
                 return
+        if not self.writes(name):
+            self.table_only += 1
+            return
         index = batch.proc_view(self, after, rec)
         batch.add(wall, rec.cpu, index, self.shape(name, rec.ret, ev))
         if who is not None and after is proc and self.selection is None:
-            batch.views[who] = (proc, index)
+            batch.views[who] = (proc, index, rec.tgid)
+
+    def writes(self, syscall: str) -> bool:
+        """Whether events of `syscall` become rows (else they only update the tables)."""
+        return self.row_syscalls is None or syscall in self.row_syscalls
 
     def shape(self, evt_type: str, ret: int, ev: Ev) -> Shape:
         """The interned Shape of an event: equal events get the same object."""

@@ -5,8 +5,8 @@ of a busy capture are `openat` and `close` calls of a few threads on a few files
 both the row and the change to the fd table follow from a handful of values. So:
 
 - `batch.views`, filled by `Enricher.apply`: who emitted a record (the header's cgroup id, tgid,
-  tid, uid, gid and raw comm, one slice of the decoded header) -> the Proc the enricher ended
-  with and the index of its process columns in the batch. A view holds while the process table
+  tid, uid, gid and raw comm: 40 contiguous bytes) -> the Proc the enricher ended with, the
+  index of its process columns in the batch, and its tgid. A view holds while the process table
   still maps the tgid to that same Proc object (a Proc is replaced on every change: execve,
   chdir, setuid, exit, reparenting...).
 - `Memos`: an `openat` by (ret, dirfd, flags, mode, path, and the cwd when the path is relative
@@ -16,13 +16,16 @@ both the row and the change to the fd table follow from a handful of values. So:
 
 A record without a valid view and memo entry takes the general way (a Record, `Enricher.apply`,
 the syscall's handler), which fills them for the next ones; a memo entry is only stored when the
-view held before the handler ran, so its key saw the state the handler saw. With a container
+view held before the handler ran, so its key saw the state the handler saw (and only for a
+record that made a row). When the capture writes no rows for `close` (`--rules`), a close is
+just its change to the fd table. With a container
 selection everything takes the general way. tests/test_fast_feed.py checks that both ways give
 the same table.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any
 
 from capture.bpf_render import SYSCALL_BY_NAME
@@ -31,14 +34,6 @@ from capture.probe import (
     DISCARD,
     FRAME,
     FRAME_HEADER,
-    H_ARG0,
-    H_CGROUP,
-    H_KIND,
-    H_LEN0,
-    H_NR,
-    H_RET,
-    H_TGID,
-    H_WHO_END,
     HEADER,
     LEN_MASK,
     REC_SYSCALL,
@@ -55,7 +50,19 @@ NR_CLOSE = SYSCALL_BY_NAME["close"].nr
 _MEMOIZED = frozenset({NR_OPENAT, NR_CLOSE})
 MEMO_ENTRIES = 1 << 16  # per syscall; a full memo starts over
 _AT_FDCWD_U32 = AT_FDCWD & 0xFFFFFFFF  # the dirfd argument is a raw register: compare 32 bits
-_H_FLAGS, _H_MODE = H_ARG0 + 2, H_ARG0 + 3  # openat(dirfd, path, flags, mode)
+# A frame's length word, its padding and the record's header, in one unpack, with the fields
+# saying who emitted the record (cgroup_id, tgid, tid, uid, gid, comm: contiguous in struct
+# rec_hdr) as one 40-byte string: the key of its process view.
+_FRAMED = struct.Struct("<I4xQq6Q40sHHH4HH")
+_WHO = struct.Struct("<QIIII16s")
+assert _FRAMED.size == FRAME_HEADER + HEADER.size
+_F_TS, _F_RET, _F_ARG0, _F_WHO, _F_KIND, _F_NR, _F_CPU, _F_LEN0 = 1, 2, 3, 9, 10, 11, 12, 13
+_F_FLAGS, _F_MODE = _F_ARG0 + 2, _F_ARG0 + 3  # openat(dirfd, path, flags, mode)
+
+
+def header(f: tuple[Any, ...]) -> tuple[Any, ...]:
+    """HEADER's fields from a _FRAMED tuple."""
+    return f[_F_TS:_F_WHO] + _WHO.unpack(f[_F_WHO]) + f[_F_KIND:]
 
 
 class Memos:
@@ -77,60 +84,70 @@ def feed_chunk(en: Enricher, chunk: bytes, batch: RowBatch) -> int:
     procs, tables, views = en.procs.procs, en.fds.tables, batch.views
     memos, opens, closes = en.memos, en.memos.openat, en.memos.close
     offset, fast = en.offset, en.selection is None
+    close_rows = en.writes("close")
     shape_index, add_shape = batch.shape_index, batch.add_shape
     add_time, add_cpu = batch.times.append, batch.cpus.append
     add_proc, add_kind = batch.proc_keys.append, batch.shape_keys.append
-    unpack_frame, unpack, header_size = FRAME.unpack_from, HEADER.unpack_from, HEADER.size
+    unpack_frame, unpack = FRAME.unpack_from, _FRAMED.unpack_from
     pos, end = 0, len(chunk)
     while pos + FRAME_HEADER <= end:
-        (word,) = unpack_frame(chunk, pos)
+        # One unpack for the frame's length word and the header behind it (f[1:] = HEADER's
+        # fields), when the chunk holds that many bytes.
+        f = unpack(chunk, pos) if pos + _FRAMED.size <= end else unpack_frame(chunk, pos)
+        word = f[0]
         if word & BUSY:
             break
         size = word & LEN_MASK
         nxt = pos + ((size + FRAME_HEADER + 7) & ~7)
         if nxt > end:
             break
-        at, pos = pos + FRAME_HEADER, nxt
-        if word & DISCARD or size < header_size:
+        at, pos = pos + _FRAMED.size, nxt
+        if word & DISCARD or size < HEADER.size:
             continue
-        h = unpack(chunk, at)
-        at += header_size
         memo: dict[Any, Shape] | None = None
         key: Any = None
-        nr = h[H_NR]
-        if fast and nr in _MEMOIZED and h[H_KIND] == REC_SYSCALL:
-            view = views.get(h[H_CGROUP:H_WHO_END])
-            table = tables.get(h[H_TGID])
-            if view is not None and table is not None and procs.get(h[H_TGID]) is view[0]:
-                ret = h[H_RET]
-                shape: Shape | None
-                if nr == NR_CLOSE:
-                    fd = h[H_ARG0]
+        nr = f[_F_NR]
+        if fast and nr in _MEMOIZED and f[_F_KIND] == REC_SYSCALL:
+            view = views.get(f[_F_WHO])
+            if view is not None and procs.get(view[2]) is view[0]:
+                table = tables.get(view[2])
+                ret = f[_F_RET]
+                shape: Shape | None = None
+                if table is None:
+                    pass
+                elif nr == NR_CLOSE and not close_rows:
+                    if ret == 0:  # the table's change is all a close without a row makes
+                        table.pop(f[_F_ARG0], None)
+                    en.table_only += 1
+                    continue
+                elif nr == NR_CLOSE:
+                    fd = f[_F_ARG0]
                     key = (fd, ret, id(table.get(fd)))
                     shape = closes.get(key)
                     if shape is not None and ret == 0:
                         table.pop(fd, None)
                     memo = closes
                 else:
-                    path = chunk[at:at + h[H_LEN0]]
-                    dirfd = h[H_ARG0]
+                    path = chunk[at:at + f[_F_LEN0]]
+                    dirfd = f[_F_ARG0]
                     if path[:1] == b"/":
-                        key = (ret, dirfd, h[_H_FLAGS], h[_H_MODE], path, None)
+                        key = (ret, dirfd, f[_F_FLAGS], f[_F_MODE], path, None)
                     elif dirfd & 0xFFFFFFFF == _AT_FDCWD_U32:
-                        key = (ret, dirfd, h[_H_FLAGS], h[_H_MODE], path, view[0].cwd)
-                    shape = opens.get(key) if key is not None else None
-                    if shape is not None and ret >= 0:
-                        table[ret] = shape.fd  # type: ignore[assignment]
-                    memo = opens if key is not None else None
+                        key = (ret, dirfd, f[_F_FLAGS], f[_F_MODE], path, view[0].cwd)
+                    if key is not None:
+                        shape = opens.get(key)
+                        if shape is not None and ret >= 0:
+                            table[ret] = shape.fd  # type: ignore[assignment]
+                        memo = opens
                 if shape is not None:
                     index = shape_index.get(shape)
-                    add_time(h[0] + offset)
-                    add_cpu(h[16])
+                    add_time(f[_F_TS] + offset)
+                    add_cpu(f[_F_CPU])
                     add_proc(view[1])
                     add_kind(add_shape(shape) if index is None else index)
                     continue
         rows = len(batch)
-        en.apply(make_record(h, chunk, at, en.comms), batch, h[H_CGROUP:H_WHO_END])
+        en.apply(make_record(header(f), chunk, at, en.comms), batch, f[_F_WHO])
         if memo is not None and len(batch) == rows + 1:
             memos.store(memo, key, batch.shapes[batch.shape_keys[-1]])
     return pos

@@ -42,8 +42,6 @@ HEADER = struct.Struct("<Qq6QQIIII16sHHH4HH")
 assert HEADER.size == 120
 H_TS, H_RET, H_ARG0, H_CGROUP, H_TGID, H_TID, H_UID, H_GID, H_COMM = 0, 1, 2, 8, 9, 10, 11, 12, 13
 H_KIND, H_NR, H_CPU, H_LEN0 = 14, 15, 16, 17
-# h[H_CGROUP:H_WHO_END]: (cgroup_id, tgid, tid, uid, gid, comm), who emitted the record
-H_WHO_END = 14
 
 FRAME = struct.Struct("<I")
 BUSY = 1 << 31

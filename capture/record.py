@@ -43,6 +43,7 @@ from capture.bpf_render import ProgramOptions, arch_supported, render, resolve_s
 from capture.enrich import Enricher
 from capture.probe import Features, Probe, detect_features, tracefs_root
 from capture.rows import RowBatch
+from capture.rule_syscalls import RuleSyscalls, syscalls_for_rules
 from capture.trace_writer import DEFAULT_ROW_GROUP_ROWS, TraceWriter
 from schemas.trace import ANCESTOR_DEPTH, SOURCE_LIVE, TraceError, TraceMeta
 
@@ -63,6 +64,7 @@ class RecordOptions:
     preset: str = "default"  # syscall preset (bpf_render.PRESETS)
     syscalls: tuple[str, ...] | None = None  # exactly these syscalls instead of the preset
     extra_syscalls: tuple[str, ...] = ()  # added to the preset
+    rules: tuple[str, ...] = ()  # rule files: record what they need instead (rule_syscalls.py)
     pids: tuple[int, ...] = ()  # only these processes
     follow_pids: tuple[int, ...] = ()  # only these processes and their descendants
     comms: tuple[str, ...] = ()  # only these command names
@@ -83,10 +85,16 @@ class RecordOptions:
     def rotating(self) -> bool:
         return self.rotate_bytes is not None or self.rotate_seconds is not None
 
+    def rule_syscalls(self) -> RuleSyscalls | None:
+        """The syscalls the `rules` files need (None without rule files)."""
+        return syscalls_for_rules(self.rules) if self.rules else None
+
     def program(self, self_tgid: int, features: Features) -> ProgramOptions:
         pages = self.ringbuf_bytes // os.sysconf("SC_PAGE_SIZE")
+        for_rules = self.rule_syscalls()
         return ProgramOptions(
-            syscalls=resolve_syscalls(self.preset, self.extra_syscalls, self.syscalls),
+            syscalls=for_rules.syscalls if for_rules is not None
+            else resolve_syscalls(self.preset, self.extra_syscalls, self.syscalls),
             self_tgid=self_tgid, pids=self.pids, follow_tgids=self.follow_pids, comms=self.comms,
             exclude_comms=self.exclude_comms, ringbuf_pages=pages,
             path_slot=self.path_max, arg_slot=self.arg_max, max_args=self.max_args,
@@ -104,6 +112,7 @@ class RecordProgress:
     dropped: int
     bytes_written: int  # spool and finished segments on disk
     segments: int
+    table_only: int = 0  # syscalls applied to the tables only, not written (--rules)
 
 
 @dataclass(frozen=True)
@@ -391,7 +400,7 @@ class _Loop:
                 elapsed=now - self.started, events=self.events, events_per_second=rate,
                 dropped=sum(self.counters().values()),
                 bytes_written=self.segment.bytes + self.output.bytes_on_disk(),
-                segments=len(self.output.paths)))
+                segments=len(self.output.paths), table_only=self.enricher.table_only))
         self.last_flush, self.last_events = now, self.events
 
     def _maybe_rotate(self) -> None:
@@ -437,8 +446,10 @@ def record(options: RecordOptions, output: Path | str,
     program = options.program(os.getpid(), detect_features(tracefs))
     meta = TraceMeta(source=SOURCE_LIVE, hostname=socket.gethostname(),
                      kernel=platform.release(), options=_meta_options(options, program))
+    for_rules = options.rule_syscalls()
     enricher = Enricher(time.time_ns() - time.monotonic_ns(),
-                        runtime_sockets=options.runtime_sockets, containers=options.containers)
+                        runtime_sockets=options.runtime_sockets, containers=options.containers,
+                        row_syscalls=for_rules.rows if for_rules is not None else None)
     enricher.snapshot()
     meta = replace(meta, options={**meta.options, **enricher.meta_options()})
     out = _Output(target, options, meta, segmented=options.rotating or cut is not None)
@@ -473,6 +484,9 @@ def _meta_options(options: RecordOptions, program: ProgramOptions) -> dict[str, 
     data = asdict(options)
     data.update(syscalls=list(program.syscalls), ancestor_depth=ANCESTOR_DEPTH,
                 has_group_dead=program.has_group_dead, local_endpoints=program.local_endpoints)
+    for_rules = options.rule_syscalls()
+    if for_rules is not None:  # the trace holds rows of these only
+        data.update(row_syscalls=list(for_rules.rows))
     return data
 
 

@@ -86,8 +86,8 @@ class RowBatch:
 
     Per row: its time (ns since the epoch), cpu, and the indexes of its process view and shape
     in this batch. Rows are numbered from `first_num` on (set by the enricher). `views` is the
-    enricher's: who emitted a record -> (its Proc, its process view's index), for the records
-    that come after (capture/fast_feed.py).
+    enricher's: who emitted a record -> (its Proc, its process view's index, its tgid), for the
+    records that come after (capture/fast_feed.py).
     """
 
     def __init__(self) -> None:
@@ -98,7 +98,7 @@ class RowBatch:
         self.shape_keys = array("i")
         self.shape_index: dict[Shape, int] = {}
         self.shapes: list[Shape] = []
-        self.views: dict[tuple[Any, ...], tuple[Proc, int]] = {}
+        self.views: dict[bytes, tuple[Proc, int, int]] = {}
         self._proc_index: dict[tuple[int, str, int, int, int], int] = {}
         self._proc_rows: list[tuple[Any, ...]] = []
         self._procs: list[Proc] = []  # keeps every keyed Proc alive, so ids are not reused

@@ -35,6 +35,7 @@ from capture.record import (
     record,
     recover_spool,
 )
+from schemas.trace import TraceMeta
 
 pytestmark = pytest.mark.usefixtures("require_bpf")
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,6 +152,23 @@ def test_a_fork_is_recorded_once_by_its_parent(tmp_path: Path) -> None:
     assert len(shell) == len(children) == 3
     execs = {r["proc.pid"] for r in got if r["evt.type"] == "execve"}
     assert children <= execs
+
+
+def test_rules_record_their_syscalls_and_write_only_theirs(tmp_path: Path) -> None:
+    rules = str(ROOT / "rules" / "sysreplay_rules.yaml")
+    with recording(tmp_path, rules=(rules,)) as stats:
+        subprocess.run(["cat", "/etc/hostname"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["mkdir", "-p", str(tmp_path / "d")], check=True)
+    result = stats()
+    assert "close" in result.syscalls and "mkdir" not in result.syscalls
+    got = rows(tmp_path / "live.parquet")
+    types = {r["evt.type"] for r in got}
+    assert {"openat", "execve"} <= types and not types & {"close", "mkdir", "clone", "clone3"}
+    hostname = [r for r in got if r["fd.name"] == "/etc/hostname"]
+    assert hostname and hostname[0]["proc.name"] == "cat"
+    meta = TraceMeta.from_kv(pq.ParquetFile(tmp_path / "live.parquet").metadata.metadata)
+    options = meta.options
+    assert options["rules"] == [rules] and "close" not in options["row_syscalls"]
 
 
 def test_rotation_writes_segments_read_as_one_trace(tmp_path: Path) -> None:

@@ -109,10 +109,11 @@ def sequence() -> list[Record]:
     return r.out
 
 
-def enricher(root: Path) -> Enricher:
+def enricher(root: Path, rows: frozenset[str] | None = None) -> Enricher:
     fake_proc(root, 1, 0, "init", "/")
     fake_proc(root, 50, 1, "bash", "/home/u")
-    en = Enricher(0, proc_root=root, users=UserDb({0: "root", 1000: "u"}, {0: "root"}))
+    en = Enricher(0, proc_root=root, users=UserDb({0: "root", 1000: "u"}, {0: "root"}),
+                  row_syscalls=rows)
     en.procs.boot_ns = 0  # the same process start times in both enrichers
     en.snapshot()
     return en
@@ -124,8 +125,9 @@ def rows(tables: list[pa.Table]) -> list[dict[str, Any]]:
     return table.set_column(at, "evt.time", table.column(at).cast(pa.int64())).to_pylist()
 
 
-def general(root: Path, groups: list[list[Record]]) -> list[dict[str, Any]]:
-    en, tables = enricher(root), []
+def general(root: Path, groups: list[list[Record]], rows_of: frozenset[str] | None = None
+            ) -> list[dict[str, Any]]:
+    en, tables = enricher(root, rows_of), []
     for group in groups:
         batch = RowBatch()
         en.feed(group, batch)
@@ -133,9 +135,10 @@ def general(root: Path, groups: list[list[Record]]) -> list[dict[str, Any]]:
     return rows(tables)
 
 
-def fast(root: Path, groups: list[list[Record]], seed: int) -> tuple[list[dict[str, Any]], int]:
+def fast(root: Path, groups: list[list[Record]], seed: int,
+         rows_of: frozenset[str] | None = None) -> tuple[list[dict[str, Any]], int]:
     """The rows, and how many records took the general way."""
-    en, tables, cuts = enricher(root), [], random.Random(seed)
+    en, tables, cuts = enricher(root, rows_of), [], random.Random(seed)
     general_way = 0
     apply = en.apply
 
@@ -173,6 +176,28 @@ def test_a_full_memo_starts_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(fast_feed, "MEMO_ENTRIES", 2)
     records = sequence()
     assert fast(tmp_path / "b", [records], 1)[0] == general(tmp_path / "a", [records])
+
+
+def test_table_only_syscalls_change_the_tables_without_rows(tmp_path: Path) -> None:
+    # --rules: close and chdir keep the tables right but are not written.
+    rows_of = frozenset(SYSCALL_BY_NAME) - {"close", "chdir"}
+    records = sequence()
+    whole = general(tmp_path / "a", [records], rows_of)
+    got, general_way = fast(tmp_path / "b", [records], 2, rows_of)
+    assert got == whole
+    assert general_way < len(records) // 2
+    assert {r["evt.type"] for r in got} == {"openat", "execve"}
+    assert "/tmp/notes.txt" in {r["fd.name"] for r in got}  # the chdir moved the cwd
+
+
+def test_a_close_without_a_row_still_closes(tmp_path: Path) -> None:
+    r = Records()
+    r.loop(50, "/etc/hostname", times=4)
+    r.syscall("dup2", 50, ret=-errno.EBADF, args=(3, 9))  # fd 3 is closed: nothing to name
+    rows_of = frozenset(SYSCALL_BY_NAME) - {"close"}
+    got, _ = fast(tmp_path, [r.out], 0, rows_of)
+    assert [x["evt.type"] for x in got] == ["openat"] * 4 + ["dup2"]
+    assert got[-1]["fd.name"] is None
 
 
 def test_a_container_selection_takes_the_general_way(tmp_path: Path) -> None:

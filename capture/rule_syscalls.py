@@ -1,0 +1,69 @@
+"""Which syscalls a capture for given rule files records (`capture record --rules FILE...`).
+
+Falco evaluates a rule only on the event types its condition can match (analyze/evttypes.py);
+a capture meant for those rules needs only those syscalls as rows. The process and fd tables
+that fill a row's `proc.*` and `fd.*` fields need more: execve and chdir change the process,
+setuid and friends its ids, open/close/dup/socket/connect... its fds. Those syscalls are recorded
+too (filtered in the kernel like the rest) and applied to the tables, but written as rows only
+when a rule can match them. Every other syscall is left out in the kernel.
+
+Rules are counted as `analyze run` runs them by default: enabled, applicable to syscalls, with
+a condition that resolved.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from capture.bpf_render import SYSCALLS
+
+# What the enricher's tables learn from (capture/handlers.py): the process (exec, cwd, ids) and
+# its fds (opened, closed, duplicated, sockets and their endpoints, memfds).
+STATE_SYSCALLS = frozenset({
+    "execve", "execveat", "chdir", "fchdir",
+    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid",
+    "open", "openat", "openat2", "creat", "close", "dup", "dup2", "dup3",
+    "socket", "connect", "bind", "listen", "accept", "accept4", "memfd_create",
+})
+_CAPTURABLE = tuple(s.name for s in SYSCALLS)
+
+
+@dataclass(frozen=True)
+class RuleSyscalls:
+    rows: tuple[str, ...]  # recorded and written: some rule can match them
+    state: tuple[str, ...]  # recorded for the tables only, not written
+    not_capturable: tuple[str, ...]  # event types the rules name that capture cannot record
+    rules: int  # the rules counted
+
+    @property
+    def syscalls(self) -> tuple[str, ...]:
+        """Everything the program records, in the syscall table's order."""
+        wanted = set(self.rows) | set(self.state)
+        return tuple(n for n in _CAPTURABLE if n in wanted)
+
+
+def syscalls_for_rules(paths: Sequence[str | Path]) -> RuleSyscalls:
+    """The syscalls to record for the rule files `paths` (loaded as `analyze run` does: a
+    RuleError, with file and position, for a file that does not load)."""
+    return _for_rules(tuple(str(p) for p in paths))
+
+
+@functools.lru_cache(maxsize=8)
+def _for_rules(paths: tuple[str, ...]) -> RuleSyscalls:
+    from analyze.evttypes import evttypes
+    from analyze.resolve import load_rules
+
+    matched: set[str] = set()
+    count = 0
+    for rule in load_rules(paths).rules:
+        if rule.enabled and rule.applicable and rule.ast is not None:
+            matched |= evttypes(rule.ast)
+            count += 1
+    rows = tuple(n for n in _CAPTURABLE if n in matched)
+    state = tuple(n for n in _CAPTURABLE if n in STATE_SYSCALLS and n not in matched)
+    # Event types of the catalog that are not syscalls capture records (I/O calls, ...).
+    others = tuple(sorted(matched - set(_CAPTURABLE)))
+    return RuleSyscalls(rows, state, others, count)
