@@ -3,10 +3,11 @@
 A flush of a busy capture holds many events of few process views and few distinct shapes
 (capture/rows.py). The trace repeats a process's 50 columns (ancestor lists included) on every
 one of its rows; building that repetition costs more per event than decoding and enriching it. So
-the capture loop spools each flush as one record batch of one row with three list columns:
+the capture loop spools each flush as one record batch of one row:
 
-- `events`: per event, `evt.num`, `evt.time`, `evt.cpu` and the indexes of its process view and
-  shape in the two lists below;
+- `first_num`: the `evt.num` of its first event (the others follow one by one);
+- `events`: per event, `evt.time` and its kind, an index in `kinds`;
+- `kinds`: `evt.cpu` and the indexes of a process view and a shape in the two lists below;
 - `procs`: the process columns of each process view (`PROC_COLUMNS`) and its start time;
 - `shapes`: the event, parameter and fd columns of each shape (`SHAPE_COLUMNS`).
 
@@ -50,8 +51,7 @@ SHAPE_COLUMNS = (
     "evt.is_open_read", "evt.is_open_write", "evt.is_open_exec", "fd.num", "fd.name_changed",
     "evt.args", *ARG_COLUMNS, *FD_COLUMNS,
 )
-EVENT_COLUMNS = ("evt.num", "evt.time", "evt.cpu")
-PROC_KEY, SHAPE_KEY = "_proc", "_shape"
+KIND_KEY, PROC_KEY, SHAPE_KEY = "_kind", "_proc", "_shape"
 
 
 def _fields(names: tuple[str, ...]) -> list[pa.Field]:
@@ -59,11 +59,14 @@ def _fields(names: tuple[str, ...]) -> list[pa.Field]:
     return [pa.field(n, trace.field(n).type if n in trace.names else pa.int64()) for n in names]
 
 
-EVENT_TYPE = pa.struct([*_fields(EVENT_COLUMNS), pa.field(PROC_KEY, pa.int32()),
-                        pa.field(SHAPE_KEY, pa.int32())])
+EVENT_TYPE = pa.struct([*_fields(("evt.time",)), pa.field(KIND_KEY, pa.int32())])
+KIND_TYPE = pa.struct([*_fields(("evt.cpu",)), pa.field(PROC_KEY, pa.int32()),
+                       pa.field(SHAPE_KEY, pa.int32())])
 PROC_TYPE = pa.struct(_fields(PROC_COLUMNS))
 SHAPE_TYPE = pa.struct(_fields(SHAPE_COLUMNS))
-SCHEMA = pa.schema([pa.field("events", pa.list_(EVENT_TYPE)),
+SCHEMA = pa.schema([pa.field("first_num", pa.int64()),
+                    pa.field("events", pa.list_(EVENT_TYPE)),
+                    pa.field("kinds", pa.list_(KIND_TYPE)),
                     pa.field("procs", pa.list_(PROC_TYPE)),
                     pa.field("shapes", pa.list_(SHAPE_TYPE))])
 
@@ -73,12 +76,13 @@ def is_compact(schema: pa.Schema) -> bool:
     return schema.names == SCHEMA.names
 
 
-def pack(events: dict[str, pa.Array], procs: dict[str, pa.Array],
-         shapes: dict[str, pa.Array]) -> pa.RecordBatch:
-    """One compact batch from its three tables' columns (by name; a missing one is null)."""
-    lists = [_one_list(events, EVENT_TYPE), _one_list(procs, PROC_TYPE),
-             _one_list(shapes, SHAPE_TYPE)]
-    return pa.RecordBatch.from_arrays(lists, schema=SCHEMA)
+def pack(first_num: int, events: dict[str, pa.Array], kinds: dict[str, pa.Array],
+         procs: dict[str, pa.Array], shapes: dict[str, pa.Array]) -> pa.RecordBatch:
+    """One compact batch from its tables' columns (by name; a missing one is null)."""
+    lists = [_one_list(events, EVENT_TYPE), _one_list(kinds, KIND_TYPE),
+             _one_list(procs, PROC_TYPE), _one_list(shapes, SHAPE_TYPE)]
+    return pa.RecordBatch.from_arrays([pa.array([first_num], pa.int64()), *lists],
+                                      schema=SCHEMA)
 
 
 def _one_list(columns: dict[str, pa.Array], typ: pa.StructType) -> pa.ListArray:
@@ -92,13 +96,19 @@ def _one_list(columns: dict[str, pa.Array], typ: pa.StructType) -> pa.ListArray:
 def expand(batch: pa.RecordBatch) -> pa.Table:
     """The trace rows of a compact batch."""
     schema = arrow_schema()
-    events, procs, shapes = (_rows(batch.column(i)) for i in range(3))
+    events, kinds, procs, shapes = (_rows(batch.column(i)) for i in range(1, 5))
     n = events.num_rows
-    arrays: dict[str, Any] = {name: events.column(name) for name in EVENT_COLUMNS}
-    arrays.update(_taken(shapes, events.column(SHAPE_KEY)))
-    arrays.update(_taken(procs, events.column(PROC_KEY)))
+    first = batch.column(0)[0].as_py()
+    ones = pc.fill_null(pa.nulls(n, pa.int64()), 1)
+    times = events.column("evt.time")
+    arrays: dict[str, Any] = {
+        "evt.num": pc.add(pc.cumulative_sum(ones), first - 1), "evt.time": times}
+    rows = kinds.take(events.column(KIND_KEY))
+    arrays["evt.cpu"] = rows.column("evt.cpu")
+    arrays.update(_taken(shapes, rows.column(SHAPE_KEY)))
+    arrays.update(_taken(procs, rows.column(PROC_KEY)))
     start = arrays.pop(START_NS)
-    arrays["proc.duration"] = pc.subtract(arrays["evt.time"].cast(pa.int64()), start)
+    arrays["proc.duration"] = pc.subtract(times.cast(pa.int64()), start)
     columns = [arrays.get(f.name, pa.nulls(n, f.type)) for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
 

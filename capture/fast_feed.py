@@ -2,24 +2,27 @@
 
 `feed_chunk(en, chunk, batch)` does what `en.feed(decode(chunk)[0], batch)` does. Most records
 of a busy capture are `openat` and `close` calls of a few threads on a few files, and for those
-both the row and the change to the fd table follow from a handful of values. So:
+both the row and the change to the fd table follow from a handful of values. Three ways, the
+first that applies:
 
-- `batch.views`, filled by `Enricher.apply`: who emitted a record (the header's cgroup id, tgid,
-  tid, uid, gid and raw comm: 40 contiguous bytes) -> the Proc the enricher ended with, the
-  index of its process columns in the batch, and its tgid. A view holds while the process table
-  still maps the tgid to that same Proc object (a Proc is replaced on every change: execve,
-  chdir, setuid, exit, reparenting...).
-- `Memos`: an `openat` by (ret, dirfd, flags, mode, path, and the cwd when the path is relative
-  to it), a `close` by (fd, ret, the FdInfo the fd had) -> the Shape the handler made. Replaying
-  one is appending the row and making the handler's one change to the fd table (the opened fd
-  added, the closed fd removed).
+1. `batch.seen`: the same record seen before in this batch, byte for byte but its timestamp
+   (same thread, cpu, arguments, path, result) -> what it did: the Proc it was applied to, its
+   row kind (capture/rows.py), and its one change to the fd table (the opened fd added, the
+   closed fd removed). It holds while the process table still maps the tgid to that same Proc
+   object (a Proc is replaced on every change: execve, chdir, setuid, exit, reparenting...) and,
+   for a close, the fd still has the FdInfo it had. Replaying it is two appends and the change.
+2. `batch.views` (filled by `Enricher.apply`: who emitted a record, the header's cgroup id,
+   tgid, tid, uid, gid and raw comm, 40 contiguous bytes -> the Proc the enricher ended with,
+   the index of its process columns in the batch, and its tgid) and `Memos`, across batches: an
+   `openat` by (ret, dirfd, flags, mode, path, and the cwd when the path is relative to it), a
+   `close` by (fd, ret, the FdInfo the fd had) -> the Shape the handler made. This catches the
+   records that differ only in pointers (a path in a new buffer) or come in a new batch.
+3. The general way: a Record, `Enricher.apply`, the syscall's handler.
 
-A record without a valid view and memo entry takes the general way (a Record, `Enricher.apply`,
-the syscall's handler), which fills them for the next ones; a memo entry is only stored when the
-view held before the handler ran, so its key saw the state the handler saw (and only for a
-record that made a row). When the capture writes no rows for `close` (`--rules`), a close is
-just its change to the fd table. With a container
-selection everything takes the general way. tests/test_fast_feed.py checks that both ways give
+Way 2 stores what it found (or what way 3 made of a record whose view held before the handler
+ran, so that its key saw the state the handler saw) for ways 1 and 2. When the capture writes
+no rows for `close` (`--rules`), a close is just its change to the fd table. With a container
+selection everything takes the general way. tests/test_fast_feed.py checks that the ways give
 the same table.
 """
 
@@ -49,11 +52,15 @@ NR_OPENAT = SYSCALL_BY_NAME["openat"].nr
 NR_CLOSE = SYSCALL_BY_NAME["close"].nr
 _MEMOIZED = frozenset({NR_OPENAT, NR_CLOSE})
 MEMO_ENTRIES = 1 << 16  # per syscall; a full memo starts over
+SEEN_ENTRIES = 1 << 12  # records remembered per batch (way 1)
+_ANY = object()  # way 1: the fd may hold anything
+_CLOSED = object()  # way 1: the record closed the fd
 _AT_FDCWD_U32 = AT_FDCWD & 0xFFFFFFFF  # the dirfd argument is a raw register: compare 32 bits
 # A frame's length word, its padding and the record's header, in one unpack, with the fields
 # saying who emitted the record (cgroup_id, tgid, tid, uid, gid, comm: contiguous in struct
 # rec_hdr) as one 40-byte string: the key of its process view.
 _FRAMED = struct.Struct("<I4xQq6Q40sHHH4HH")
+_HEAD = struct.Struct("<I4xQ")  # the length word and the timestamp (way 1)
 _WHO = struct.Struct("<QIIII16s")
 assert _FRAMED.size == FRAME_HEADER + HEADER.size
 _F_TS, _F_RET, _F_ARG0, _F_WHO, _F_KIND, _F_NR, _F_CPU, _F_LEN0 = 1, 2, 3, 9, 10, 11, 12, 13
@@ -81,73 +88,101 @@ class Memos:
 def feed_chunk(en: Enricher, chunk: bytes, batch: RowBatch) -> int:
     """Apply the committed records at the start of `chunk` (ring-buffer frames) to `en` and
     `batch`; returns the bytes they used (decoding stops as `probe.decode` does)."""
-    procs, tables, views = en.procs.procs, en.fds.tables, batch.views
-    memos, opens, closes = en.memos, en.memos.openat, en.memos.close
+    procs, tables, seen = en.procs.procs, en.fds.tables, batch.seen
     offset, fast = en.offset, en.selection is None
-    close_rows = en.writes("close")
-    shape_index, add_shape = batch.shape_index, batch.add_shape
-    add_time, add_cpu = batch.times.append, batch.cpus.append
-    add_proc, add_kind = batch.proc_keys.append, batch.shape_keys.append
-    unpack_frame, unpack = FRAME.unpack_from, _FRAMED.unpack_from
+    add_time, add_kind = batch.times.append, batch.kinds.append
+    unpack_head = _HEAD.unpack_from
     pos, end = 0, len(chunk)
     while pos + FRAME_HEADER <= end:
-        # One unpack for the frame's length word and the header behind it (f[1:] = HEADER's
-        # fields), when the chunk holds that many bytes.
-        f = unpack(chunk, pos) if pos + _FRAMED.size <= end else unpack_frame(chunk, pos)
-        word = f[0]
+        word, ts = unpack_head(chunk, pos) if pos + _HEAD.size <= end else (
+            FRAME.unpack_from(chunk, pos)[0], 0)
         if word & BUSY:
             break
         size = word & LEN_MASK
         nxt = pos + ((size + FRAME_HEADER + 7) & ~7)
         if nxt > end:
             break
-        at, pos = pos + _FRAMED.size, nxt
+        at, pos = pos, nxt
         if word & DISCARD or size < HEADER.size:
             continue
-        memo: dict[Any, Shape] | None = None
-        key: Any = None
-        nr = f[_F_NR]
-        if fast and nr in _MEMOIZED and f[_F_KIND] == REC_SYSCALL:
-            view = views.get(f[_F_WHO])
-            if view is not None and procs.get(view[2]) is view[0]:
-                table = tables.get(view[2])
-                ret = f[_F_RET]
-                shape: Shape | None = None
-                if table is None:
-                    pass
-                elif nr == NR_CLOSE and not close_rows:
-                    if ret == 0:  # the table's change is all a close without a row makes
-                        table.pop(f[_F_ARG0], None)
-                    en.table_only += 1
-                    continue
-                elif nr == NR_CLOSE:
-                    fd = f[_F_ARG0]
-                    key = (fd, ret, id(table.get(fd)))
-                    shape = closes.get(key)
-                    if shape is not None and ret == 0:
-                        table.pop(fd, None)
-                    memo = closes
-                else:
-                    path = chunk[at:at + f[_F_LEN0]]
-                    dirfd = f[_F_ARG0]
-                    if path[:1] == b"/":
-                        key = (ret, dirfd, f[_F_FLAGS], f[_F_MODE], path, None)
-                    elif dirfd & 0xFFFFFFFF == _AT_FDCWD_U32:
-                        key = (ret, dirfd, f[_F_FLAGS], f[_F_MODE], path, view[0].cwd)
-                    if key is not None:
-                        shape = opens.get(key)
-                        if shape is not None and ret >= 0:
-                            table[ret] = shape.fd  # type: ignore[assignment]
-                        memo = opens
-                if shape is not None:
-                    index = shape_index.get(shape)
-                    add_time(f[_F_TS] + offset)
-                    add_cpu(f[_F_CPU])
-                    add_proc(view[1])
-                    add_kind(add_shape(shape) if index is None else index)
-                    continue
+        # Way 1 (the hot path): the record but its timestamp, seen before in this batch.
+        raw = chunk[at + _HEAD.size:at + FRAME_HEADER + size]
+        did = seen.get(raw) if fast else None
+        if did is not None:
+            proc, tgid, kind, fd, before, after = did
+            table = tables.get(tgid)
+            if (procs.get(tgid) is proc and table is not None
+                    and (before is _ANY or table.get(fd) is before)):
+                if after is _CLOSED:
+                    table.pop(fd, None)
+                elif after is not None:
+                    table[fd] = after
+                if kind is not None:
+                    add_time(ts + offset)
+                    add_kind(kind)
+                continue
+        _record(en, batch, chunk, at, raw if fast and len(seen) < SEEN_ENTRIES else None)
+    return pos
+
+
+def _record(en: Enricher, batch: RowBatch, chunk: bytes, at: int, raw: bytes | None) -> None:
+    """Ways 2 and 3 for the record framed at `chunk[at]`; with `raw`, what it did is stored
+    for way 1 under that key."""
+    f = _FRAMED.unpack_from(chunk, at)
+    at += _FRAMED.size
+    nr = f[_F_NR]
+    view = batch.views.get(f[_F_WHO]) if nr in _MEMOIZED and f[_F_KIND] == REC_SYSCALL \
+        else None
+    tgid = view[2] if view is not None else 0
+    table = en.fds.tables.get(tgid)
+    if view is None or table is None or en.procs.procs.get(tgid) is not view[0] \
+            or en.selection is not None:
+        en.apply(make_record(header(f), chunk, at, en.comms), batch, f[_F_WHO])
+        return
+    proc, ret = view[0], f[_F_RET]
+    memo: dict[Any, Shape] | None = None
+    key: Any = None
+    before: object
+    change: object
+    if nr == NR_CLOSE:
+        fd = f[_F_ARG0]
+        before = table.get(fd)
+        change = _CLOSED if ret == 0 else None
+        if not en.writes("close"):
+            if change is _CLOSED:
+                table.pop(fd, None)
+            en.table_only += 1
+            if raw is not None:
+                batch.seen[raw] = (proc, tgid, None, fd, _ANY, change)
+            return
+        memo, key = en.memos.close, (fd, ret, id(before))
+    else:
+        path = chunk[at:at + f[_F_LEN0]]
+        fd, dirfd, before, change = ret, f[_F_ARG0], _ANY, None
+        if path[:1] == b"/":
+            key = (ret, dirfd, f[_F_FLAGS], f[_F_MODE], path, None)
+        elif dirfd & 0xFFFFFFFF == _AT_FDCWD_U32:
+            key = (ret, dirfd, f[_F_FLAGS], f[_F_MODE], path, proc.cwd)
+        else:
+            raw = None  # relative to a dirfd: the dirfd's FdInfo would be part of the key
+        memo = en.memos.openat if key is not None else None
+    shape = memo.get(key) if memo is not None else None
+    if shape is not None:
+        if nr == NR_CLOSE:
+            if ret == 0:
+                table.pop(fd, None)
+        elif ret >= 0:
+            table[ret] = shape.fd  # type: ignore[assignment]
+        batch.times.append(f[_F_TS] + en.offset)
+        batch.kinds.append(batch.kind(f[_F_CPU], view[1], shape))
+    else:
         rows = len(batch)
         en.apply(make_record(header(f), chunk, at, en.comms), batch, f[_F_WHO])
-        if memo is not None and len(batch) == rows + 1:
-            memos.store(memo, key, batch.shapes[batch.shape_keys[-1]])
-    return pos
+        if memo is None or len(batch) != rows + 1:
+            return
+        shape = batch.last_shape()
+        en.memos.store(memo, key, shape)
+    if raw is not None:
+        if nr != NR_CLOSE:
+            change = shape.fd if ret >= 0 else None
+        batch.seen[raw] = (proc, tgid, batch.kinds[-1], fd, before, change)

@@ -1,10 +1,11 @@
 """Rows to Arrow: `RowBatch` collects one row per event and builds the trace table in bulk.
 
-A row is four numbers: its time, cpu, process view and `Shape`. A shape is everything else the
-row says (event type, result, parameters, fd), made by the enricher and shared by every event
-alike: a process closing fd 3 on the same file again and again makes one shape. So the per-event
-cost of a row is four appends to typed arrays, and `RowBatch.to_table()` builds the columns of
-each distinct shape and process view once and spreads them over the rows with `take`.
+A row is its time, cpu, process view and `Shape`. A shape is everything else the row says (event
+type, result, parameters, fd), made by the enricher and shared by every event alike: a process
+closing fd 3 on the same file again and again makes one shape. So the per-event cost of a row is
+two appends to typed arrays (its time and its kind: cpu, process view and shape), and
+`RowBatch.to_table()` builds the columns of each distinct shape and process view once and
+spreads them over the rows with `take`.
 """
 
 from __future__ import annotations
@@ -84,21 +85,24 @@ class Shape:
 class RowBatch:
     """Rows accumulated between two writes; `to_table()` turns them into a trace table.
 
-    Per row: its time (ns since the epoch), cpu, and the indexes of its process view and shape
-    in this batch. Rows are numbered from `first_num` on (set by the enricher). `views` is the
-    enricher's: who emitted a record -> (its Proc, its process view's index, its tgid), for the
-    records that come after (capture/fast_feed.py).
+    Per row: its time (ns since the epoch) and its kind: the (cpu, process view, shape) triple,
+    numbered in this batch, as busy threads repeat the same few events on the same cpu. Rows
+    are numbered from `first_num` on (set by the enricher). `views` and `seen` belong to the
+    enricher's fast path (capture/fast_feed.py), which appends to `times` and `kinds` itself.
     """
 
     def __init__(self) -> None:
         self.first_num: int | None = None
         self.times = array("q")
-        self.cpus = array("h")
-        self.proc_keys = array("i")
-        self.shape_keys = array("i")
+        self.kinds = array("i")
+        self.kind_index: dict[tuple[int, int, Shape], int] = {}
+        self._kind_cpus = array("h")
+        self._kind_procs = array("i")
+        self._kind_shapes = array("i")
         self.shape_index: dict[Shape, int] = {}
         self.shapes: list[Shape] = []
         self.views: dict[bytes, tuple[Proc, int, int]] = {}
+        self.seen: dict[bytes, tuple[Any, ...]] = {}
         self._proc_index: dict[tuple[int, str, int, int, int], int] = {}
         self._proc_rows: list[tuple[Any, ...]] = []
         self._procs: list[Proc] = []  # keeps every keyed Proc alive, so ids are not reused
@@ -116,34 +120,40 @@ class RowBatch:
             self._procs.append(proc)
         return index
 
-    def add_shape(self, shape: Shape) -> int:
-        index = self.shape_index[shape] = len(self.shapes)
-        self.shapes.append(shape)
-        return index
+    def kind(self, cpu: int, proc_index: int, shape: Shape) -> int:
+        """The kind number of rows of `shape` by process view `proc_index` on `cpu`."""
+        key = (cpu, proc_index, shape)
+        kind = self.kind_index.get(key)
+        if kind is None:
+            index = self.shape_index.get(shape)
+            if index is None:
+                index = self.shape_index[shape] = len(self.shapes)
+                self.shapes.append(shape)
+            kind = self.kind_index[key] = len(self._kind_cpus)
+            self._kind_cpus.append(cpu)
+            self._kind_procs.append(proc_index)
+            self._kind_shapes.append(index)
+        return kind
 
     def add(self, wall: int, cpu: int, proc_index: int, shape: Shape) -> None:
-        index = self.shape_index.get(shape)
-        if index is None:
-            index = self.add_shape(shape)
         self.times.append(wall)
-        self.cpus.append(cpu)
-        self.proc_keys.append(proc_index)
-        self.shape_keys.append(index)
+        self.kinds.append(self.kind(cpu, proc_index, shape))
+
+    def last_shape(self) -> Shape:
+        """The shape of the last row."""
+        return self.shapes[self._kind_shapes[self.kinds[-1]]]
 
     def to_spool(self) -> pa.RecordBatch:
         """The batch in its compact form (capture/compact.py): what the capture spools."""
         schema = arrow_schema()
-        n = len(self.times)
-        first = self.first_num if self.first_num is not None else 1
-        events = {
-            "evt.num": pa.array(range(first, first + n), pa.int64()),
-            "evt.time": _from_array(self.times, schema.field("evt.time").type),
-            "evt.cpu": _from_array(self.cpus, schema.field("evt.cpu").type),
-            compact.PROC_KEY: _from_array(self.proc_keys, pa.int32()),
-            compact.SHAPE_KEY: _from_array(self.shape_keys, pa.int32()),
-        }
+        events = {"evt.time": _from_array(self.times, schema.field("evt.time").type),
+                  compact.KIND_KEY: _from_array(self.kinds, pa.int32())}
+        kinds = {"evt.cpu": _from_array(self._kind_cpus, schema.field("evt.cpu").type),
+                 compact.PROC_KEY: _from_array(self._kind_procs, pa.int32()),
+                 compact.SHAPE_KEY: _from_array(self._kind_shapes, pa.int32())}
         procs = _columns(compact.PROC_TYPE, self._proc_rows)
-        return compact.pack(events, procs, _shape_columns(self.shapes))
+        first = self.first_num if self.first_num is not None else 1
+        return compact.pack(first, events, kinds, procs, _shape_columns(self.shapes))
 
     def to_table(self) -> pa.Table:
         """The trace rows of the batch."""

@@ -43,10 +43,13 @@ def fake_proc(root: Path, pid: int, ppid: int, comm: str, cwd: str) -> None:
 
 
 class Records:
-    """Builds a record sequence with increasing timestamps."""
+    """Builds a record sequence with increasing timestamps; `stable`: on one cpu, the path
+    buffers of opens at one address (a loop reusing its buffer), else at a new one each time
+    and on alternating cpus."""
 
-    def __init__(self) -> None:
+    def __init__(self, stable: bool = False) -> None:
         self.out: list[Record] = []
+        self.stable = stable
 
     def add(self, kind: int, nr: int, tgid: int, *, ret: int = 0, args: tuple[int, ...] = (),
             items: tuple[bytes, ...] = (), tid: int | None = None, comm: str = "bash",
@@ -54,14 +57,15 @@ class Records:
         full = (tuple(args) + (0,) * 6)[:6]
         self.out.append(Record(kind, nr, 1000 * len(self.out), cgroup, ret,
                                full, tgid, tid or tgid,  # type: ignore[arg-type]
-                               uid, 0, len(self.out) % 2, comm, items))
+                               uid, 0, 0 if self.stable else len(self.out) % 2, comm, items))
 
     def syscall(self, name: str, tgid: int, **kw: Any) -> None:
         self.add(REC_SYSCALL, SYSCALL_BY_NAME[name].nr, tgid, **kw)
 
     def open(self, tgid: int, path: str, ret: int, dirfd: int = CWD, flags: int = O_RDONLY,
              **kw: Any) -> None:
-        self.syscall("openat", tgid, ret=ret, args=(dirfd, 0x7FFF0000 + len(self.out), flags,
+        buffer = 0x7FFF0000 + (0 if self.stable else len(self.out))
+        self.syscall("openat", tgid, ret=ret, args=(dirfd, buffer, flags,
                                                     0o644 if flags & O_CREAT else 0),
                      items=(path.encode() + b"\0",), **kw)
 
@@ -75,8 +79,8 @@ class Records:
             self.close(tgid, fd, **kw)
 
 
-def sequence() -> list[Record]:
-    r = Records()
+def sequence(stable: bool = False) -> list[Record]:
+    r = Records(stable)
     r.loop(50, "/etc/hostname")
     r.close(50, 3, ret=-errno.EBADF)
     r.close(50, 3, ret=-errno.EBADF)
@@ -157,31 +161,34 @@ def fast(root: Path, groups: list[list[Record]], seed: int,
     return rows(tables), general_way
 
 
+@pytest.mark.parametrize("stable", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_fast_path_rows_equal_the_general_path(tmp_path: Path, seed: int) -> None:
-    records = sequence()
+def test_fast_path_rows_equal_the_general_path(tmp_path: Path, seed: int, stable: bool) -> None:
+    records = sequence(stable)
     whole = general(tmp_path / "a", [records])
     got, general_way = fast(tmp_path / "b", [records], seed)
     assert got == whole
     assert general_way < len(records) * 2 // 3  # most records took the fast path
 
 
-def test_views_and_memos_hold_across_batches(tmp_path: Path) -> None:
-    records = sequence()
+@pytest.mark.parametrize("stable", [False, True])
+def test_views_and_memos_hold_across_batches(tmp_path: Path, stable: bool) -> None:
+    records = sequence(stable)
     groups = [records[i:i + 7] for i in range(0, len(records), 7)]
     assert fast(tmp_path / "b", groups, 0)[0] == general(tmp_path / "a", groups)
 
 
-def test_a_full_memo_starts_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_memos_start_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fast_feed, "MEMO_ENTRIES", 2)
-    records = sequence()
+    monkeypatch.setattr(fast_feed, "SEEN_ENTRIES", 3)
+    records = sequence(stable=True)
     assert fast(tmp_path / "b", [records], 1)[0] == general(tmp_path / "a", [records])
 
 
 def test_table_only_syscalls_change_the_tables_without_rows(tmp_path: Path) -> None:
     # --rules: close and chdir keep the tables right but are not written.
     rows_of = frozenset(SYSCALL_BY_NAME) - {"close", "chdir"}
-    records = sequence()
+    records = sequence(stable=True)
     whole = general(tmp_path / "a", [records], rows_of)
     got, general_way = fast(tmp_path / "b", [records], 2, rows_of)
     assert got == whole
@@ -191,7 +198,7 @@ def test_table_only_syscalls_change_the_tables_without_rows(tmp_path: Path) -> N
 
 
 def test_a_close_without_a_row_still_closes(tmp_path: Path) -> None:
-    r = Records()
+    r = Records(stable=True)
     r.loop(50, "/etc/hostname", times=4)
     r.syscall("dup2", 50, ret=-errno.EBADF, args=(3, 9))  # fd 3 is closed: nothing to name
     rows_of = frozenset(SYSCALL_BY_NAME) - {"close"}
