@@ -2,7 +2,8 @@
 
 The loop (one thread): read the ring buffer -> decode and enrich into a `RowBatch`
 (`Enricher.feed_chunk`) -> every `flush_seconds`, append the batch in its compact form
-(capture/compact.py: events, process views and shapes) to the current segment's spool.
+(capture/compact.py: events, process views and shapes) to the current segment's spool, in a
+thread of its own (a slow fsync must not stop the loop from draining the ring buffer).
 
 Crash safety. A Parquet file is only readable once its footer is written, at the very end, so the
 live data goes first to a spool next to the segment (`<segment>.spool`, Arrow IPC stream, lz4,
@@ -50,6 +51,7 @@ from schemas.trace import ANCESTOR_DEPTH, SOURCE_LIVE, TraceError, TraceMeta
 SPOOL_SUFFIX = ".spool"
 SEGMENT_NAME = "segment-{:05d}.parquet"
 SPOOL_COMPRESSION = "lz4"
+MAX_PENDING_WRITES = 8  # flushes queued for the spool thread before the loop waits
 
 
 class RecordError(TraceError):
@@ -335,6 +337,11 @@ class _Loop:
     drops_at_segment: dict[str, int] = field(default_factory=dict)
     stopped_by: str = "stop"
     segment: Segment | None = None
+    # Spool writes run in a thread of their own: a slow fsync (a busy disk) must not stop the
+    # loop from draining the ring buffer. In order; at most MAX_PENDING_WRITES queued.
+    spooler: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="spool"))
+    writes: list[Future[None]] = field(default_factory=list)
 
     def run(self) -> None:
         self.segment = self.output.open()
@@ -391,7 +398,7 @@ class _Loop:
         spooled = self.batch.to_spool() if rows else None
         self.batch = RowBatch()
         gc.collect(1)
-        self.segment.write(spooled)
+        self._spool(self.segment, spooled)
         self.events += rows
         now = time.monotonic()
         if self.progress is not None:
@@ -402,6 +409,18 @@ class _Loop:
                 bytes_written=self.segment.bytes + self.output.bytes_on_disk(),
                 segments=len(self.output.paths), table_only=self.enricher.table_only))
         self.last_flush, self.last_events = now, self.events
+
+    def _spool(self, segment: Segment, batch: pa.RecordBatch | None) -> None:
+        for done in [w for w in self.writes if w.done()]:
+            done.result()  # a write that failed (disk full...) ends the capture with its error
+            self.writes.remove(done)
+        while len(self.writes) >= MAX_PENDING_WRITES:
+            self.writes.pop(0).result()
+        self.writes.append(self.spooler.submit(segment.write, batch))
+
+    def wait_writes(self) -> None:
+        while self.writes:
+            self.writes.pop(0).result()
 
     def _maybe_rotate(self) -> None:
         assert self.segment is not None
@@ -419,6 +438,7 @@ class _Loop:
 
     def _end_segment(self, wait: bool) -> None:
         assert self.segment is not None
+        self.wait_writes()
         now = self.counters()
         drops = {k: v - self.drops_at_segment.get(k, 0) for k, v in now.items()}
         self.drops_at_segment = now
@@ -462,6 +482,7 @@ def record(options: RecordOptions, output: Path | str,
         finally:
             if cut is not None:
                 cut.end()
+            loop.spooler.shutdown(wait=True)
             metas = out.close()
     stopped_by = "signal" if signalled() else loop.stopped_by
     drops: dict[str, int] = {}

@@ -26,7 +26,7 @@ import cli
 from capture import doctor
 from capture.bpf_render import PRESETS
 from capture.doctor import FAILED, OK, SKIPPED, Check, DoctorReport
-from capture.record import RecordProgress, RecordStats, Segment
+from capture.record import RecordOptions, RecordProgress, RecordStats, Segment, _Loop
 from schemas.trace import SOURCE_LIVE, TraceMeta, arrow_schema
 
 DOCTOR_CHECKS = ["architecture", "root", "bpf syscall", "ring buffer", "tracefs", "tracepoints",
@@ -233,6 +233,25 @@ def test_recover_to_another_file_with_compact_encodings(tmp_path: Path) -> None:
     assert encodings(tmp_path / "r.parquet")["evt.num"] == ("RLE", "DELTA_BINARY_PACKED")
     meta = TraceMeta.from_kv(pq.ParquetFile(tmp_path / "r.parquet").metadata.metadata)
     assert meta.events == 4 and meta.dropped is None and meta.options["recovered"] is True
+
+
+def test_a_failed_spool_write_ends_the_capture_with_its_error() -> None:
+    # Spool writes run in their own thread; their failure must still stop the capture.
+    class FullDisk:
+        def write(self, batch: object) -> None:
+            raise OSError(28, "No space left on device")
+
+    loop = _Loop(None, None, None, RecordOptions(), None, threading.Event())  # type: ignore
+    try:
+        loop._spool(FullDisk(), None)  # type: ignore[arg-type]
+        with pytest.raises(OSError, match="No space left"):
+            loop.wait_writes()
+        loop._spool(FullDisk(), None)  # type: ignore[arg-type]
+        assert loop.writes[0].exception(timeout=30) is not None  # it failed meanwhile
+        with pytest.raises(OSError, match="No space left"):
+            loop._spool(FullDisk(), None)  # type: ignore[arg-type]  # the next flush sees it
+    finally:
+        loop.spooler.shutdown(wait=True)
 
 
 def test_recover_refuses_what_is_not_a_spool(tmp_path: Path) -> None:
