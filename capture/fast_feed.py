@@ -120,6 +120,8 @@ def feed_chunk(en: Enricher, chunk: bytes, batch: RowBatch) -> int:
                 if kind is not None:
                     add_time(ts + offset)
                     add_kind(kind)
+                else:
+                    en.table_only += 1
                 continue
         _record(en, batch, chunk, at, raw if fast and len(seen) < SEEN_ENTRIES else None)
     return pos

@@ -129,18 +129,21 @@ def rows(tables: list[pa.Table]) -> list[dict[str, Any]]:
     return table.set_column(at, "evt.time", table.column(at).cast(pa.int64())).to_pylist()
 
 
-def general(root: Path, groups: list[list[Record]], rows_of: frozenset[str] | None = None
-            ) -> list[dict[str, Any]]:
+def general(root: Path, groups: list[list[Record]], rows_of: frozenset[str] | None = None,
+            table_only: list[int] | None = None) -> list[dict[str, Any]]:
     en, tables = enricher(root, rows_of), []
     for group in groups:
         batch = RowBatch()
         en.feed(group, batch)
         tables.append(batch.to_table())
+    if table_only is not None:
+        table_only.append(en.table_only)
     return rows(tables)
 
 
 def fast(root: Path, groups: list[list[Record]], seed: int,
-         rows_of: frozenset[str] | None = None) -> tuple[list[dict[str, Any]], int]:
+         rows_of: frozenset[str] | None = None, table_only: list[int] | None = None
+         ) -> tuple[list[dict[str, Any]], int]:
     """The rows, and how many records took the general way."""
     en, tables, cuts = enricher(root, rows_of), [], random.Random(seed)
     general_way = 0
@@ -158,6 +161,8 @@ def fast(root: Path, groups: list[list[Record]], seed: int,
             end = min(len(data), pos + cuts.randrange(1, 600))
             pos += en.feed_chunk(data[pos:end], batch)
         tables.append(batch.to_table())
+    if table_only is not None:
+        table_only.append(en.table_only)
     return rows(tables), general_way
 
 
@@ -189,9 +194,12 @@ def test_table_only_syscalls_change_the_tables_without_rows(tmp_path: Path) -> N
     # --rules: close and chdir keep the tables right but are not written.
     rows_of = frozenset(SYSCALL_BY_NAME) - {"close", "chdir"}
     records = sequence(stable=True)
-    whole = general(tmp_path / "a", [records], rows_of)
-    got, general_way = fast(tmp_path / "b", [records], 2, rows_of)
+    counts: list[int] = []
+    whole = general(tmp_path / "a", [records], rows_of, counts)
+    got, general_way = fast(tmp_path / "b", [records], 2, rows_of, counts)
     assert got == whole
+    closes = sum(r.nr == SYSCALL_BY_NAME["close"].nr for r in records)
+    assert counts == [closes + 1] * 2  # every close and the chdir: applied, not written
     assert general_way < len(records) // 2
     assert {r["evt.type"] for r in got} == {"openat", "execve"}
     assert "/tmp/notes.txt" in {r["fd.name"] for r in got}  # the chdir moved the cwd
