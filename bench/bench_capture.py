@@ -323,6 +323,11 @@ def report(steps: list[Step], slow: list[Slowdown], scale: ScapScale | None,
     best = (f"{clean[-1].captured:,.0f} events/s" if clean
             else "none measured (the first step failed)")
     console.print(f"\nSustained with zero drops: [bold]{best}[/] (stopped: {_why(last)}).")
+    if clean and clean[-1].cpu_per_event:
+        cpu = clean[-1].cpu_per_event
+        console.print(f"The capture's CPU time there: {cpu * 1e6:.2f} us/event, so at most "
+                      f"~{1 / cpu:,.0f} events/s on a core of its own (the load and the "
+                      "machine's other processes need the rest).", highlight=False)
     table = Table("workload", "alone", "under capture", "slowdown", "CPU alone",
                   "CPU captured", "CPU slowdown", "events", "dropped", "bytes/event",
                   title="Workloads timed alone and under capture (median)")
