@@ -89,6 +89,7 @@ struct stash {
  * is ABI (arch/x86/include/uapi/asm/ptrace.h). The six arguments are di, si, dx, r10, r8, r9;
  * orig_ax is the syscall number. */
 #define REGS_R10_OFFSET 56
+#define REGS_ORIG_AX_OFFSET 120
 struct regs_tail {
     u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax;
 };
@@ -358,13 +359,17 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 /* ctx->args: the task's struct pt_regs *, the return value. */
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
-    struct regs_tail r = {};
-    if (bpf_probe_read_kernel(&r, sizeof(r), (void *)(ctx->args[0] + REGS_R10_OFFSET)))
+    /* The number alone first: most syscalls of a machine are not selected, and one 8-byte
+     * read costs them less than the whole register block. */
+    long id = 0;
+    if (bpf_probe_read_kernel(&id, sizeof(id), (void *)(ctx->args[0] + REGS_ORIG_AX_OFFSET)))
         return 0;
     /* A successful execveat reaches its exit as execve on some kernels (6.18 does): the number
      * recorded is the entry's, kept in the stash. */
-    long id = r.orig_ax;
     if (!syscall_selected(id) && id != NR_EXECVE)
+        return 0;
+    struct regs_tail r = {};
+    if (bpf_probe_read_kernel(&r, sizeof(r), (void *)(ctx->args[0] + REGS_R10_OFFSET)))
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = (u32)pid_tgid;
