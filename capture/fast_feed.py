@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 NR_OPENAT = SYSCALL_BY_NAME["openat"].nr
 NR_CLOSE = SYSCALL_BY_NAME["close"].nr
 _MEMOIZED = frozenset({NR_OPENAT, NR_CLOSE})
-MEMO_ENTRIES = 1 << 16  # per syscall; a full memo starts over
+MEMO_ENTRIES = 1 << 14  # per syscall (keys hold paths: a few MB); a full memo starts over
 SEEN_ENTRIES = 1 << 12  # records remembered per batch (way 1)
 _ANY = object()  # way 1: the fd may hold anything
 _CLOSED = object()  # way 1: the record closed the fd

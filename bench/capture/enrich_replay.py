@@ -15,7 +15,9 @@ FILE with two code trees compares them on identical input:
     .venv/bin/python bench/capture/enrich_replay.py --replay /tmp/chunks.bin --container host
 
 `--container` (repeatable) measures a `capture record --container` selection (needs the code to
-have it).
+have it). A FILE holds records in the layout of the program that recorded it (struct rec_hdr in
+capture/bpf_program.c): replay it with code of the same layout (`capture.probe.encode` rewrites
+decoded records in the current one).
 """
 
 from __future__ import annotations
