@@ -91,10 +91,10 @@ def feed_chunk(en: Enricher, chunk: bytes, batch: RowBatch) -> int:
     procs, tables, seen = en.procs.procs, en.fds.tables, batch.seen
     offset, fast = en.offset, en.selection is None
     add_time, add_kind = batch.times.append, batch.kinds.append
-    unpack_head = _HEAD.unpack_from
+    unpack_head, head_size, header_size = _HEAD.unpack_from, _HEAD.size, HEADER.size
     pos, end = 0, len(chunk)
     while pos + FRAME_HEADER <= end:
-        word, ts = unpack_head(chunk, pos) if pos + _HEAD.size <= end else (
+        word, ts = unpack_head(chunk, pos) if pos + head_size <= end else (
             FRAME.unpack_from(chunk, pos)[0], 0)
         if word & BUSY:
             break
@@ -103,10 +103,10 @@ def feed_chunk(en: Enricher, chunk: bytes, batch: RowBatch) -> int:
         if nxt > end:
             break
         at, pos = pos, nxt
-        if word & DISCARD or size < HEADER.size:
+        if word & DISCARD or size < header_size:
             continue
         # Way 1 (the hot path): the record but its timestamp, seen before in this batch.
-        raw = chunk[at + _HEAD.size:at + FRAME_HEADER + size]
+        raw = chunk[at + head_size:at + FRAME_HEADER + size]
         did = seen.get(raw) if fast else None
         if did is not None:
             proc, tgid, kind, fd, before, after = did
