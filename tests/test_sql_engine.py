@@ -9,16 +9,14 @@ from pathlib import Path
 
 import duckdb
 import engines_fixture as ef
-import pyarrow as pa
 import pytest
+from event_traces import write_events
 
 from analyze import semantics, sql_engine
 from analyze.engine_api import CompiledRule, RunOptions, selected_rules
 from analyze.resolve import load_rules
 from analyze.sql_engine import SqlEngine, SqlEngineError, build_query, sql_for_rules
 from analyze.trace_reader import open_trace
-from capture.trace_writer import TraceWriter
-from schemas.trace import TraceMeta, arrow_schema
 
 T0 = 1_700_000_000_000_000_000
 HOSTILE = "x'); COPY (SELECT 1) TO '/tmp/sysreplay-sql-engine-pwn' --"
@@ -132,14 +130,7 @@ CASES: dict[str, tuple[str, set[int]]] = {
 
 
 def write_trace(path: Path, events: Mapping[int, Mapping[str, object]]) -> Path:
-    schema = arrow_schema()
-    rows = [{"evt.num": n, "evt.time": T0 + n, **fields} for n, fields in events.items()]
-    names = dict.fromkeys(k for row in rows for k in row)
-    table = pa.table({k: pa.array([r.get(k) for r in rows], schema.field(k).type) for k in names})
-    with TraceWriter(path, TraceMeta(source="live", hostname="h")) as writer:
-        writer.write(table)
-        writer.close(drops={})
-    return path
+    return write_events(path, events, T0)
 
 
 @pytest.fixture(scope="module")
