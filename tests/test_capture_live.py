@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from live_capture import wait_until_spooling
 
 from analyze.trace_reader import open_trace
 from capture.doctor import run_checks
@@ -167,20 +168,7 @@ def start_child(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
     out = tmp_path / "child.parquet"
     child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), out=str(out))],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    spool = out.with_name(out.name + ".spool")
-    deadline = time.monotonic() + 30
-    try:
-        # Wait for the schema and a first flush; on an idle machine nothing else makes syscalls
-        # the default preset records, so make some while waiting.
-        while not spool.exists() or spool.stat().st_size < 1000:
-            assert child.poll() is None, child.communicate()
-            assert time.monotonic() < deadline, "the capture did not start"
-            subprocess.run(["cat", "/etc/hostname"], check=True, stdout=subprocess.DEVNULL)
-            time.sleep(0.05)
-    except AssertionError:
-        child.kill()  # never leave a capture running behind a failed test
-        child.communicate()
-        raise
+    wait_until_spooling(child, out, timeout=30)
     for _ in range(3):
         subprocess.run(["cat", "/etc/hostname"], check=True, stdout=subprocess.DEVNULL)
     time.sleep(0.6)  # past a flush

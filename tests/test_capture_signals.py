@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from live_capture import wait_until_spooling
 
 from analyze.trace_reader import open_trace
 
@@ -28,19 +29,7 @@ def start_capture(out: Path) -> subprocess.Popen[str]:
     """`capture record -o OUT` in a child process, once it has flushed a first batch."""
     child = subprocess.Popen([*CAPTURE, "record", "-o", str(out)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-    spool = out.with_name(out.name + ".spool")
-    deadline = time.monotonic() + 60
-    try:
-        # The schema is written first; a flush (every second) adds the events, which we make.
-        while not spool.exists() or spool.stat().st_size < 1000:
-            assert child.poll() is None, child.communicate()
-            assert time.monotonic() < deadline, "the capture did not start"
-            subprocess.run(["cat", "/etc/hostname"], check=True, stdout=subprocess.DEVNULL)
-            time.sleep(0.05)
-    except AssertionError:
-        child.kill()  # never leave a capture running behind a failed test
-        child.communicate()
-        raise
+    wait_until_spooling(child, out, timeout=60)
     return child
 
 
