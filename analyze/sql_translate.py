@@ -6,8 +6,13 @@ without one fails loudly (`UnsupportedNodeError`, naming the node).
 
 Three rules keep the SQL honest:
 - Two-valued logic. libsinsp makes a check on a field it cannot extract false, whatever the
-  operator, and `not` then makes it true; SQL's NULL would make both unknown. Every leaf check is
-  therefore wrapped as `coalesce(<check>, false)`, so AND/OR/NOT above the leaves never see NULL.
+  operator, and `not` then makes it true; SQL's NULL would make both unknown. A check yields NULL
+  exactly where libsinsp's is false, and AND/OR are monotone: an AND/OR of checks is true in
+  SQL's three-valued logic exactly when it is true with every NULL read as false. So NULL may
+  flow through AND/OR, and only where that stops holding is it made false: `not` negates
+  `coalesce(<operand>, false)`, and `translate` coalesces the whole condition. (The engine, which
+  keeps only true results, skips that last one.) One coalesce per `not` instead of one per check
+  keeps the expressions DuckDB plans and evaluates for every event small.
 - No rule text in the SQL. Rule files are untrusted: every value a rule writes becomes a numbered
   parameter (`$3::VARCHAR`, collected by `Params`), column names come only from the trace schema
   (`schemas.trace.COLUMN_BY_NAME`) through `quote_ident`, and function names, operators and the
@@ -330,6 +335,8 @@ _SQL_OPS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "=": "=", "==": "=", "!=
 _STRING_FUNCTIONS = {"contains": "contains", "startswith": "starts_with", "endswith": "ends_with"}
 _LINE = 100  # and/or longer than this are shown one item per line
 _OR_CHAIN_MAX = 4  # below DuckDB's IN-clause rewrite threshold (see SqlGenerator.member)
+_EVTTYPE_OPS = frozenset({"=", "==", "!=", "in"})
+_EVT_TYPE_FIELD = ast.Field("evt.type")
 _IDENT = re.compile(r'"(?:[^"]|"")+"')
 # Filter-only fd fields: a check on the client side or the server side (semantics.FD_PAIRS), or
 # on one address (FD_NETS).
@@ -346,12 +353,22 @@ class SqlGenerator:
     `relax` names columns not to read: a check on them becomes true (false under an odd number
     of `not`s), so the expression selects a superset of the events the condition matches. The
     engine uses it for a pre-pass that skips the costly list columns (see analyze.sql_engine).
+
+    `event_types`, when set, are the only evt.type values of the events the expression will see
+    (the engine evaluates a rule behind its evt.type guard): an `evt.type` check those values
+    decide becomes a constant (see `decided_by_types`).
+
+    Checks may yield NULL where libsinsp's are false; AND/OR pass it on, `not` and `translate`
+    make it false (see the module docstring).
     """
 
     params: Params = field(default_factory=Params)
     relax: frozenset[str] = frozenset()
+    event_types: frozenset[str] | None = None
+    indent: int = 2  # how many levels deep the caller's text puts the condition (for `join`)
     _lambdas: int = 0
     _negated: bool = False
+    _two_valued: set[str] = field(default_factory=set)
     _depth: int = 0
 
     def sql(self, node: ast.Node) -> str:
@@ -389,20 +406,48 @@ class SqlGenerator:
         flat = "(" + f" {op} ".join(parts) + ")"
         if len(flat) <= _LINE and "\n" not in flat:
             return flat
-        pad = "\n" + "    " * (self._depth + 3)  # the query puts conditions 2 levels deep
+        pad = "\n" + "    " * (self._depth + self.indent + 1)
         return "(" + pad + (pad + op + " ").join(parts) + ")"
 
     def not_sql(self, node: ast.Not) -> str:
         self._negated = not self._negated
         try:
-            return f"(NOT {self.sql(node.item)})"
+            inner = self.sql(node.item)
         finally:
             self._negated = not self._negated
+        return self.never_null(
+            f"(NOT {inner})" if self.two_valued(inner) else f"(NOT coalesce({inner}, false))")
+
+    def never_null(self, sql: str) -> str:
+        """`sql`, noted as a boolean this generator made never NULL."""
+        self._two_valued.add(sql)
+        return sql
+
+    def two_valued(self, sql: str) -> bool:
+        """Whether `sql`, made by this generator, is never NULL (a constant, a `not`, a list
+        check), so that no coalesce is needed around it."""
+        return sql in ("true", "false") or sql in self._two_valued
 
     def relaxed(self, node: ast.UnaryCheck | ast.BinaryCheck) -> str | None:
         """The constant standing for a check that reads a relaxed column, else None."""
         if self.relax and any(f.name in self.relax for f in ast.fields_of(node)):
             return "false" if self._negated else "true"
+        return None
+
+    def decided_by_types(self, node: ast.BinaryCheck) -> bool | None:
+        """The value of `evt.type =|==|!=|in <literals>` for every event whose type is one of
+        `event_types`, or None when those types do not decide it (or are not set)."""
+        if (self.event_types is None or node.modifier is not None
+                or node.op not in _EVTTYPE_OPS or node.left != _EVT_TYPE_FIELD
+                or not isinstance(node.right, ast.Literal | ast.ValueList)):
+            return None
+        texts = (node.right,) if isinstance(node.right, ast.Literal) else node.right.values
+        info = self.operand(node.left).info
+        values = {sql_value(info.type, t.value, node.op) for t in texts}
+        if self.event_types <= values:
+            return node.op != "!="
+        if self.event_types.isdisjoint(values):
+            return node.op == "!="
         return None
 
     def macro_ref_sql(self, node: ast.MacroRef) -> str:
@@ -561,13 +606,17 @@ class SqlGenerator:
         if left.missing:
             return "false"
         if left.shape is Shape.LIST and node.modifier is None:
-            return f"({left.sql} IS NOT NULL)"  # libsinsp: an extracted list exists, even empty
+            # libsinsp: an extracted list exists, even empty
+            return self.never_null(f"({left.sql} IS NOT NULL)")
         return self.reduce(left, node.modifier, "exists", lambda x: f"({x} IS NOT NULL)")
 
     def binary_check_sql(self, node: ast.BinaryCheck) -> str:
         relaxed = self.relaxed(node)
         if relaxed is not None:
             return relaxed
+        decided = self.decided_by_types(node)
+        if decided is not None:
+            return "true" if decided else "false"
         left = self.operand(node.left)
         right = self.right_values(node.right)
         if left.missing or right is None:
@@ -597,27 +646,30 @@ class SqlGenerator:
                check: Callable[[str], str]) -> str:
         """Combine the checks of each value into one two-valued result (see `Shape`)."""
         if left.shape is Shape.ONE:
-            return _leaf(check(left.sql))
+            return check(left.sql)  # NULL where the value is missing: see the module docstring
         if left.shape is Shape.EITHER:
-            return _either(op, [check(p) for p in left.parts])
+            either = _either(op, [check(p) for p in left.parts])
+            return self.never_null(either) if op == "!=" else either
         # Falco's bare proc.aname: every ancestor from the parent up (SQL list index 2).
         values = f"{left.sql}[2:]" if left.shape is Shape.ANCESTORS else left.sql
         var = self.var()
         each = f"lambda {var}: {_leaf(check(var))}"
         if modifier in (None, "anyof"):
-            return f"coalesce(list_bool_or(list_transform({values}, {each})), false)"
-        if modifier == "allof":  # every value, and at least one (empty lists are false)
-            return f"coalesce(list_bool_and(list_transform({values}, {each})), false)"
-        if modifier == "oneof":
-            return f"coalesce(len(list_filter({values}, {each})) = 1, false)"
-        raise SqlTranslateError(f"unknown modifier '{modifier}'")
+            sql = f"list_bool_or(list_transform({values}, {each}))"
+        elif modifier == "allof":  # every value, and at least one (empty lists are false)
+            sql = f"list_bool_and(list_transform({values}, {each}))"
+        elif modifier == "oneof":
+            sql = f"len(list_filter({values}, {each})) = 1"
+        else:
+            raise SqlTranslateError(f"unknown modifier '{modifier}'")
+        return self.never_null(_leaf(sql))
 
     def all_in(self, left: Operand, right: _Values) -> str:
         """`in` on a libsinsp list: every value is in the set (an empty list is)."""
         var = self.var()
         each = self.compare("in", var, left.info, right)
-        return (f"({left.sql} IS NOT NULL AND coalesce(list_bool_and(list_transform("
-                f"{left.sql}, lambda {var}: {_leaf(each)})), true))")
+        return self.never_null(f"({left.sql} IS NOT NULL AND coalesce(list_bool_and("
+                               f"list_transform({left.sql}, lambda {var}: {_leaf(each)})), true))")
 
     # -- one value against the right side (may be NULL: the leaf coalesces) --
 
@@ -737,7 +789,7 @@ def _either(op: str, checks: Sequence[str]) -> str:
     """semantics.pair_matches: any side that exists matches; for `!=`, every one that exists
     differs (a check is NULL exactly when its side does not exist)."""
     if op != "!=":
-        return "(" + " OR ".join(_leaf(c) for c in checks) + ")"
+        return "(" + " OR ".join(checks) + ")"
     existing = f"list_filter([{', '.join(checks)}], lambda c: c IS NOT NULL)"
     return _leaf(f"list_bool_and({existing})")  # no side exists: NULL, so false
 
@@ -784,4 +836,5 @@ def _length(inner: Operand) -> Operand:
 def translate(tree: ast.Expr, params: Params | None = None) -> Translation:
     """One condition as a two-valued SQL boolean expression (values bound in `params`)."""
     generator = SqlGenerator(params if params is not None else Params())
-    return compact(generator.sql(tree), generator.params.values)
+    sql = generator.sql(tree)
+    return compact(sql if generator.two_valued(sql) else _leaf(sql), generator.params.values)
