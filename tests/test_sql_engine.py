@@ -55,6 +55,10 @@ CASES: dict[str, tuple[str, set[int]]] = {
     "exists": ("proc.name exists", {1, 2, 3, 4, 5}),
     "not-exists": ("not proc.name exists", {6}),
     "double-not": ("not not proc.name = cat", {1, 5}),
+    # a missing value is false inside and/or, and `not` of it is true
+    "not-or-missing": ("not (proc.name = cat or fd.name = /etc/passwd)", {2, 3, 4, 6}),
+    "not-and-missing": ("not (proc.name = cat and fd.typechar = f)", {2, 3, 4, 5, 6}),
+    "not-ne-missing": ("not fd.snet != 8.0.0.0/8", {1, 2, 3, 5, 6}),
     "lt": ("user.uid < 1000", {1}),
     "ge": ("user.uid >= 0", {1, 2}),
     "bool": ("evt.failed = false", {1}),
@@ -126,6 +130,10 @@ CASES: dict[str, tuple[str, set[int]]] = {
     "all-types": ("proc.name = cat or evt.num = 6", {1, 5, 6}),
     "restricted-types-skip-unknown": ("evt.type != openat and proc.name = cat", set()),
     "no-type-never-fires": ("evt.type = open and evt.type = close", set()),
+    # evt.type checks inside the condition, seen behind the rule's evt.type guard
+    "type-check-partly-decided": ("evt.type in (openat, execve) and "
+                                  "(evt.type = openat or proc.name = bash)", {1, 2}),
+    "type-check-decided-under-not": ("evt.type = openat and not evt.type in (execve)", {1}),
 }
 
 
