@@ -189,12 +189,15 @@ def test_build_query_looks_up_events(trace: Path) -> None:
         for events, want in (([1, 3, 4], [1, 3, 4]), ([], []), (None, [1, 2, 3, 4, 5, 6])):
             query = build_query(rules, ef.ALL, events=events)
             matches, candidates = sql_engine._matches(con, query)
-            assert sorted({m.evt_num for m in matches}) == want and candidates == []
+            assert sorted(set(matches.evt_nums.to_pylist())) == want
+            assert candidates.to_pylist() == []
         relaxed = build_query(rules, ef.ALL, relax=sql_engine.DEFERRED)
         assert [r.rule.name for i, r in enumerate(relaxed.rules) if i in relaxed.relaxed] == \
             ["ancestor"]
         matches, candidates = sql_engine._matches(con, relaxed)
-        assert {m.rule_name for m in matches} == {"any"} and candidates == [1, 2, 3, 4, 5, 6]
+        names = {r.index: r.rule.name for r in rules}
+        assert {names[i] for i in matches.rule_indexes.to_pylist()} == {"any"}
+        assert candidates.to_pylist() == [1, 2, 3, 4, 5, 6]
     finally:
         con.close()
 
@@ -285,9 +288,8 @@ def test_sql_for_rules_runs_and_agrees(trace: Path, rules: list[CompiledRule],
             con.execute(statement)
         found: dict[str, set[int]] = {r.rule.name: set() for r in rules}
         runnable = build_query(rules, ef.ALL).rules
-        for evt_num, hits, _ in con.execute(query).fetchall():
-            for position in hits:
-                found[runnable[position].rule.name].add(evt_num)
+        for evt_num, position in con.execute(query).fetchall():  # one row per match
+            found[runnable[position].rule.name].add(evt_num)
     finally:
         con.close()
     assert found == selected
