@@ -18,7 +18,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -882,7 +882,7 @@ def run_cmd(ctx: click.Context, traces: tuple[str, ...], rule_paths: tuple[str, 
         analyze run trace.parquet -r rules/ --html report.html
     """
     from analyze.engine_api import RunOptions
-    from analyze.run import RunRequest, check_output_path, run_analysis, write_atomic
+    from analyze.run import RunRequest, check_output_path, open_atomic, run_analysis, write_atomic
 
     for path in (output, html_path):
         if path is not None:
@@ -910,8 +910,9 @@ def run_cmd(ctx: click.Context, traces: tuple[str, ...], rule_paths: tuple[str, 
     if output is None:
         _print_run(result, fmt, max_alerts)
     else:
-        write_atomic(output, _run_text(result, fmt, max_alerts))
-        click.echo(f"Wrote {len(result.alerts):,} alert(s) to {output}.", err=True)
+        with open_atomic(output) as out:
+            _write_run(result, fmt, max_alerts, out.write)
+        click.echo(f"Wrote {result.alert_count:,} alert(s) to {output}.", err=True)
     ctx.exit(result.exit_code)
 
 
@@ -921,26 +922,37 @@ def _print_run(result: RunResult, fmt: str, max_alerts: int) -> None:
     if fmt == "table":
         Console().print(render_report(result, max_alerts=max_alerts))
     else:
-        click.echo(_run_text(result, fmt, max_alerts), nl=False)
+        _write_run(result, fmt, max_alerts, lambda text: click.echo(text, nl=False))
 
 
-def _run_text(result: RunResult, fmt: str, max_alerts: int) -> str:
-    """The run's output as a file's text: alert lines, JSON lines, or the report uncoloured."""
+# Alert lines written at a time: the alerts are built a chunk at a time, never all at once.
+WRITE_LINES = 4096
+
+
+def _write_run(result: RunResult, fmt: str, max_alerts: int,
+               write: Callable[[str], object]) -> None:
+    """Write the run's output: alert lines, JSON lines, or the report uncoloured (a file's)."""
     from io import StringIO
 
     from analyze.alerts import alert_json, alert_line
     from analyze.run_render import render_report
 
-    if fmt == "json":
-        return "".join(json.dumps(alert_json(a), ensure_ascii=False, separators=(",", ":"))
-                       + "\n" for a in result.alerts)
-    if fmt == "text":
-        return "".join(alert_line(a) + "\n" for a in result.alerts)
-    out = StringIO()
-    Console(file=out, width=120, color_system=None).print(
-        render_report(result, max_alerts=max_alerts)
-    )
-    return out.getvalue()
+    if fmt == "table":
+        out = StringIO()
+        Console(file=out, width=120, color_system=None).print(
+            render_report(result, max_alerts=max_alerts)
+        )
+        write(out.getvalue())
+        return
+    lines: list[str] = []
+    for alert in result.alerts:
+        lines.append(json.dumps(alert_json(alert), ensure_ascii=False, separators=(",", ":"))
+                     if fmt == "json" else alert_line(alert))
+        if len(lines) == WRITE_LINES:
+            write("\n".join(lines) + "\n")
+            lines.clear()
+    if lines:
+        write("\n".join(lines) + "\n")
 
 
 @analyze.command("test")

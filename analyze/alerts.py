@@ -1,9 +1,10 @@
 """Alerts: what `analyze run` reports for each match, in Falco's shapes.
 
-The engines return `Match(evt_num, rule_index)`. `build_alerts` fetches the matched events once
-(one DuckDB query over the trace, the evt.nums passed as a single list parameter), fills each
-rule's output the way Falco's formatter does, and returns `Alert` values. `alert_json` gives
-Falco's JSON alert and `alert_line` its text line.
+The engines return matches (`Match`, or a `MatchTable` of evt.nums and rule indexes).
+`alert_chunks` turns them into `Alert` values a chunk at a time: one DuckDB query per chunk
+fetches the matched events (the chunk's evt.nums registered as an Arrow table), and each rule's
+output is filled the way Falco's formatter does. `build_alerts` is all the chunks as one list,
+for small runs. `alert_json` gives Falco's JSON alert and `alert_line` its text line.
 
 How values print (libsinsp's formatter, as far as an offline replay can follow it):
 - a field the event lacks prints `<NA>` and is null in `output_fields`;
@@ -28,14 +29,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from analyze.engine_api import CompiledRule, Match
+from analyze.engine_api import CompiledRule, Match, MatchTable
 from analyze.output_format import OutputToken, output_tokens, render_output
 from analyze.query import VIEW, connect
 from analyze.ruleset import LoadedRule
@@ -47,6 +50,11 @@ CONTAINER_INFO_FMT = "container_id=%container.id container_name=%container.name"
 # Fetched for every alert, whatever the output says: the report groups alerts by them.
 CONTEXT_COLUMNS = ("evt.num", "evt.time", "proc.name", "container.id", "container.name",
                    "container.image")
+# Alerts built per query (see alert_chunks): about 30 MB of rows and alerts at a time.
+ALERT_CHUNK = 16_384
+CHUNK_TABLE = "chunk_matches"  # a chunk's evt.nums, registered on the connection as Arrow
+REPEATED_EVENTS = ("The trace files repeat event numbers, so they are not segments of one "
+                   "capture; run them one at a time.")
 TIME_FIELDS = frozenset({"evt.time", "evt.time.s", "evt.time.iso8601", "evt.datetime",
                          "evt.datetime.s", "evt.rawtime"})
 
@@ -100,31 +108,67 @@ def _source_columns(tok: OutputToken) -> set[str]:
     return {"evt.args"} if tok.name.startswith("evt.arg.") else set()
 
 
-def fetch_rows(trace: Trace, evt_nums: Sequence[int],
-               columns: Sequence[str]) -> dict[int, dict[str, Any]]:
-    """The rows of the events `evt_nums`, keyed by evt.num; evt.time as int ns."""
-    if not evt_nums:
-        return {}
-    select = ", ".join(_select_item(c) for c in columns)
-    sql = (f"SELECT {select} FROM {VIEW} WHERE \"evt.num\" IN "
-           "(SELECT unnest(CAST(? AS BIGINT[])))")
+def alert_chunks(trace: Trace, rules: Sequence[CompiledRule], matches: MatchTable,
+                 hostname: str, *, size: int = ALERT_CHUNK) -> Iterator[list[Alert]]:
+    """The alerts of `matches`, in match order, `size` at a time.
+
+    One query per chunk fetches its events: memory holds one chunk's rows and alerts, however
+    many matches there are, and the chunk's evt.num range lets DuckDB skip the row groups
+    outside it (traces are written in evt.num order), so the chunks together read the trace
+    about once."""
+    plans = {r.index: OutputPlan.of(r.rule) for r in rules}
+    columns = needed_columns(rules, trace_columns(trace))
     con = connect(trace)
     try:
-        cursor = con.execute(sql, [list(evt_nums)])
+        for start in range(0, len(matches), size):
+            part = matches.slice(start, start + size)
+            rows = fetch_rows(con, part.evt_nums, columns)
+            yield [make_alert(plans[index], _row(rows, num), hostname)
+                   for num, index in part.pairs()]
+    finally:
+        con.close()
+
+
+def build_alerts(trace: Trace, rules: Sequence[CompiledRule],
+                 matches: Sequence[Match] | MatchTable, hostname: str) -> list[Alert]:
+    """An Alert per match, in match order (event, then rule definition order)."""
+    table = matches if isinstance(matches, MatchTable) else MatchTable.of(matches)
+    return [alert for chunk in alert_chunks(trace, rules, table, hostname) for alert in chunk]
+
+
+def fetch_rows(con: duckdb.DuckDBPyConnection, evt_nums: pa.Array,
+               columns: Sequence[str]) -> dict[int, dict[str, Any]]:
+    """The rows of the events `evt_nums` on `con` (a `query.connect` of the trace), keyed by
+    evt.num; evt.time as int ns."""
+    if len(evt_nums) == 0:
+        return {}
+    low, high = pc.min_max(evt_nums).values()
+    select = ", ".join(_select_item(c) for c in columns)
+    sql = (f'SELECT {select} FROM {VIEW} WHERE "evt.num" BETWEEN ? AND ? '
+           f'AND "evt.num" IN (SELECT evt_num FROM {CHUNK_TABLE})')
+    try:
+        con.register(CHUNK_TABLE, pa.table({"evt_num": evt_nums}))
+        cursor = con.execute(sql, [low.as_py(), high.as_py()])
         names = [d[0] for d in cursor.description or ()]
         records = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     except duckdb.Error as exc:
         raise AlertBuildError(f"Could not read the matched events back from the trace "
                               f"({str(exc).strip().splitlines()[0]}).") from None
-    finally:
-        con.close()
     rows = {int(r["evt.num"]): r for r in records}
     if len(rows) != len(records):
-        raise AlertBuildError(
-            "The trace files repeat event numbers, so they are not segments of one capture; "
-            "run them one at a time."
-        )
+        raise AlertBuildError(REPEATED_EVENTS)
     return rows
+
+
+def _row(rows: Mapping[int, dict[str, Any]], evt_num: int) -> dict[str, Any]:
+    row = rows.get(evt_num)
+    if row is None:
+        raise AlertBuildError(missing_event(evt_num))
+    return row
+
+
+def missing_event(evt_num: int) -> str:
+    return f"The engine matched event {evt_num}, which the trace does not hold."
 
 
 def _select_item(column: str) -> str:
@@ -132,24 +176,8 @@ def _select_item(column: str) -> str:
     return f"epoch_ns({quoted}) AS {quoted}" if column == "evt.time" else quoted
 
 
-def build_alerts(trace: Trace, rules: Sequence[CompiledRule], matches: Sequence[Match],
-                 hostname: str) -> list[Alert]:
-    """An Alert per match, in match order (event, then rule definition order)."""
-    plans = {r.index: OutputPlan.of(r.rule) for r in rules}
-    columns = needed_columns(rules, _trace_columns(trace))
-    rows = fetch_rows(trace, sorted({m.evt_num for m in matches}), columns)
-    alerts = []
-    for m in matches:
-        row = rows.get(m.evt_num)
-        if row is None:
-            raise AlertBuildError(
-                f"The engine matched event {m.evt_num}, which the trace does not hold."
-            )
-        alerts.append(make_alert(plans[m.rule_index], row, hostname))
-    return alerts
-
-
-def _trace_columns(trace: Trace) -> list[str]:
+def trace_columns(trace: Trace) -> list[str]:
+    """The columns of the trace's files (their union, first seen first)."""
     names: dict[str, None] = {}
     for f in trace.files:
         names.update(dict.fromkeys(f.columns))
@@ -288,12 +316,19 @@ def _utc(ns: int) -> dt.datetime:
 
 def clock_time(ns: int) -> str:
     """`HH:MM:SS.nnnnnnnnn` (UTC): Falco's %evt.time."""
-    return _utc(ns).strftime("%H:%M:%S") + f".{ns % 1_000_000_000:09d}"
+    return _second(ns // 1_000_000_000, "%H:%M:%S") + f".{ns % 1_000_000_000:09d}"
 
 
 def rfc3339(ns: int) -> str:
     """`2024-01-01T03:12:00.123456789Z`: Falco's JSON `time`."""
-    return _utc(ns).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}Z"
+    return _second(ns // 1_000_000_000, "%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}Z"
+
+
+@lru_cache(maxsize=1024)
+def _second(seconds: int, fmt: str) -> str:
+    """A whole second (UTC) in `fmt`: each alert prints its time twice or more, and alerts
+    come many to a second, so each second is formatted once (a tenth of a noisy run's time)."""
+    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime(fmt)
 
 
 # ---- Falco's shapes -----------------------------------------------------------------------------

@@ -8,7 +8,8 @@ evt.num order, so memory stays bounded by a row group of the columns the rules t
 - Falco's event-type indexing: rules are grouped by the set of evt.type values they can match, and
   each group sees only the rows of those types (one `is_in` on the evt.type dictionary per group);
 - `since_ns`/`until_ns` skip whole row groups using the Parquet statistics of evt.time, then rows.
-Matches are sorted by (evt.num, rule index) and reduced with `apply_rule_matching`.
+Matches are kept as Arrow arrays (`MatchTable`), sorted by (evt.num, rule index) and reduced as
+`apply_rule_matching` does.
 
 Fields the trace does not record make their checks false; each rule that uses one gets a warning
 (`ReplayEngine.warnings`). A rule the engine cannot run raises RuleError from `compile`, or is
@@ -28,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analyze.engine_api import CompiledRule, Match, RunOptions, Skipped, apply_rule_matching
+from analyze.engine_api import CompiledRule, Match, MatchTable, RunOptions, Skipped
 from analyze.errors import RuleError, RuleWarning
 from analyze.evttypes import matches_all
 from analyze.replay_compile import CompiledCondition, Node, compile_condition
@@ -221,7 +222,7 @@ class ReplayEngine:
     A rule the engine cannot run raises RuleError naming it; with `skip_errors=True` it is left
     out and listed in `skipped` instead. After a run, `warnings` holds one warning per rule that
     reads fields the trace does not record. To compile once and replay several traces:
-    `plan = engine.compile(rules)`, then `engine.execute(plan, trace, options)`.
+    `plan = engine.compile(rules)`, then `engine.execute(plan, trace, options)` (a MatchTable).
     """
 
     name = "replay"
@@ -241,17 +242,27 @@ class ReplayEngine:
     def run(self, trace: Sequence[str | Path], rules: Sequence[CompiledRule],
             options: RunOptions) -> list[Match]:
         """Every match, sorted by (evt_num, rule_index), honouring `options.rule_matching`."""
+        names = {r.index: r.rule.name for r in rules}
+        return [Match(n, i, names[i]) for n, i in self.run_table(trace, rules, options).pairs()]
+
+    def run_table(self, trace: Sequence[str | Path], rules: Sequence[CompiledRule],
+                  options: RunOptions) -> MatchTable:
+        """`run`'s matches as Arrow arrays: no Python object per match, however many."""
         return self.execute(self.compile(rules), trace, options)
 
     def execute(self, plan: ReplayPlan, trace: Sequence[str | Path] | str | Path,
-                options: RunOptions) -> list[Match]:
-        matches: list[Match] = []
+                options: RunOptions) -> MatchTable:
+        parts: list[MatchTable] = []
         if plan.groups:
             likely = plan.columns | {"evt.type", "evt.num"}
             for path in open_trace(trace).paths:
                 for frame in _frames(path, options, likely):
-                    matches.extend(_scan(frame, plan, options))
-        return apply_rule_matching(matches, options.rule_matching)
+                    parts.extend(_scan(frame, plan, options))
+        if not parts:
+            return MatchTable.of(())
+        table = MatchTable(pa.concat_arrays([p.evt_nums for p in parts]),
+                           pa.concat_arrays([p.rule_indexes for p in parts]))
+        return table.ordered(options.rule_matching)
 
 
 def _frames(path: Path, options: RunOptions, likely: frozenset[str]) -> Iterator[Frame]:
@@ -322,10 +333,10 @@ def _may_hold(group: Any, paths: list[str], options: RunOptions) -> bool:
                 or (options.until_ns is not None and low > options.until_ns))
 
 
-def _scan(frame: Frame, plan: ReplayPlan, options: RunOptions) -> list[Match]:
+def _scan(frame: Frame, plan: ReplayPlan, options: RunOptions) -> list[MatchTable]:
     """Evaluate every rule group on its rows of one frame."""
     index = _TypeIndex(frame.column("evt.type"), _window(frame, options), plan.value_set)
-    found: list[Match] = []
+    found: list[MatchTable] = []
     for group in plan.groups:
         rows = index.rows(group)
         if rows is not None and len(rows) == 0:
@@ -334,7 +345,7 @@ def _scan(frame: Frame, plan: ReplayPlan, options: RunOptions) -> list[Match]:
         for member in group.rules:
             mask = member.condition.evaluate(view)
             if mask.true_count:
-                found.extend(_matches(frame, view, mask, member.rule))
+                found.append(_matches(frame, view, mask, member.rule))
     return found
 
 
@@ -391,7 +402,8 @@ def _window(frame: Frame, options: RunOptions) -> Any:
     return pc.fill_null(mask, _FALSE)
 
 
-def _matches(frame: Frame, view: View, mask: Any, rule: CompiledRule) -> list[Match]:
+def _matches(frame: Frame, view: View, mask: Any, rule: CompiledRule) -> MatchTable:
     rows = pc.indices_nonzero(mask) if view.rows is None else view.rows.filter(mask)
-    nums = frame.column("evt.num").take(rows).to_pylist()
-    return [Match(num, rule.index, rule.rule.name) for num in nums]
+    nums = frame.column("evt.num").take(rows)
+    nums = (nums.combine_chunks() if isinstance(nums, pa.ChunkedArray) else nums).cast(pa.int64())
+    return MatchTable(nums, pa.repeat(pa.scalar(rule.index, pa.int32()), len(nums)))

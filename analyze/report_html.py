@@ -9,8 +9,9 @@ Content-Security-Policy that forbids scripts and every fetch, so even a page a b
 unescaped could run nothing. Every string from the trace or the rule files passes through
 `report_svg.esc` (HTML-escaped, quotes too, control and bidi characters shown as escapes).
 
-Bounded for noisy runs: the counts cover every alert, but the alert list stops at `max_alerts`
-rows (with a note of how many more), outputs longer than OUTPUT_CHARS are cut, and process and
+Bounded for noisy runs: the counts cover every alert (`RunResult.stats`, counted without
+building the alerts), but the alert list stops at `max_alerts` rows (with a note of how many
+more; only those alerts are built), outputs longer than OUTPUT_CHARS are cut, and process and
 container tables keep their TOP_* most frequent rows: a million alerts give a page of 5 MB.
 
 Deterministic: the same result gives the same bytes, so two reports can be diffed. The engine
@@ -22,12 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from analyze.alert_stats import AlertStats, RuleCount
 from analyze.alerts import Alert, clock_time, rfc3339
 from analyze.engine_api import Skipped
 from analyze.errors import RuleWarning
 from analyze.report_svg import esc, stack_by_priority, timeline_svg
 from analyze.run import RunResult
-from analyze.run_render import AlertStats, RuleCount, alert_stats, format_duration, time_range
+from analyze.run_render import format_duration, time_range
 
 # Rows of the alert list. Measured (bench/bench_report_html.py): 10,000 rows make a 4.6 MB page
 # that headless chromium opens in about 2 s, start included; all 143,904 rows of a run made 56 MB
@@ -83,14 +85,14 @@ footer{margin-top:32px;color:#57606a;font-size:12px}
 
 def render_html(result: RunResult, *, max_alerts: int = HTML_MAX_ALERTS) -> str:
     """The whole page; `max_alerts` caps the alert list, never the counts."""
-    stats = alert_stats(result.alerts, result.window_start_ns, result.window_end_ns,
-                        slices=HTML_SLICES)
-    body = [f"<h1>sysreplay analyze run: {len(result.alerts):,} alert"
-            f"{'' if len(result.alerts) == 1 else 's'}</h1>", summary_section(result, stats)]
-    if result.alerts:
+    stats = result.stats(HTML_SLICES)
+    count = result.alert_count
+    body = [f"<h1>sysreplay analyze run: {count:,} alert{'' if count == 1 else 's'}</h1>",
+            summary_section(result, stats)]
+    if count:
         body += [
             priority_section(stats), timeline_section(result.alerts, stats),
-            rules_section(stats.by_rule, _rule_tags(result.alerts)),
+            rules_section(stats.by_rule),
             processes_section(stats.processes), containers_section(stats.containers),
             alerts_section(result.alerts, max_alerts),
         ]
@@ -118,7 +120,7 @@ def _page(title: str, body: str) -> str:
 
 def _title(result: RunResult) -> str:
     names = ", ".join(p.name for p in result.info.paths)
-    return esc(f"sysreplay: {len(result.alerts):,} alerts in {names}")
+    return esc(f"sysreplay: {result.alert_count:,} alerts in {names}")
 
 
 # ---- sections ---------------------------------------------------------------------------------
@@ -136,7 +138,7 @@ def summary_section(result: RunResult, stats: AlertStats) -> str:
         ("Rule files", "<br>".join(esc(f) for f in result.rule_files) or "none"),
         ("Rules", f"{len(result.rules_run):,} run, {len(result.all_skipped):,} skipped"
                   + "".join(f"; {esc(bit)}" for bit in _rule_filters(result))),
-        ("Alerts", f"{len(result.alerts):,} " + " ".join(
+        ("Alerts", f"{result.alert_count:,} " + " ".join(
             f"{_badge(p)} {n:,}" for p, n in stats.by_priority)),
     ]
     items = "\n".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
@@ -189,9 +191,9 @@ def timeline_section(alerts: Sequence[Alert], stats: AlertStats) -> str:
     return _section("timeline", "Timeline", body)
 
 
-def rules_section(rows: Sequence[RuleCount], tags: dict[str, tuple[str, ...]]) -> str:
+def rules_section(rows: Sequence[RuleCount]) -> str:
     cells = [[esc(r.rule), _badge(r.priority),
-              "".join(f'<span class="tag">{esc(t)}</span>' for t in tags.get(r.rule, ())),
+              "".join(f'<span class="tag">{esc(t)}</span>' for t in r.tags),
               _num(r.count), _time_cell(r.first_ns), _time_cell(r.last_ns)] for r in rows]
     table = _table(["rule", "priority", "tags", "#alerts", "first", "last"], cells)
     return _section("by-rule", f"Alerts by rule ({len(rows):,})", table)
@@ -213,9 +215,12 @@ def containers_section(rows: Sequence[tuple[tuple[str, str, str], int]]) -> str:
 
 
 def alerts_section(alerts: Sequence[Alert], limit: int) -> str:
-    shown = min(limit, len(alerts))
-    title = f"Alerts (all {len(alerts):,})" if shown == len(alerts) else (
-        f"Alerts (first {shown:,} of {len(alerts):,})")
+    """The first `limit` alerts (only those are built), and how many more there are."""
+    total = len(alerts)
+    listed = alerts[:limit]
+    shown = len(listed)
+    title = f"Alerts (all {total:,})" if shown == total else (
+        f"Alerts (first {shown:,} of {total:,})")
     cols = "<colgroup>" + "".join(f'<col style="width:{w}">' for _, w in ALERT_COLUMNS) + (
         "</colgroup>")
     parts = [f'<table class="list head">{cols}<thead>{_head_row([h for h, _ in ALERT_COLUMNS])}'
@@ -223,10 +228,10 @@ def alerts_section(alerts: Sequence[Alert], limit: int) -> str:
     for first in range(0, shown, CHUNK_ROWS):
         rows = _body_rows([_time_cell(a.time_ns), _num(a.evt_num), _badge(a.priority),
                            esc(a.rule), _output_cell(a.output)]
-                          for a in alerts[first:min(shown, first + CHUNK_ROWS)])
+                          for a in listed[first:first + CHUNK_ROWS])
         parts.append(f'<div class="chunk"><table class="list">{cols}<tbody>\n{rows}\n</tbody>'
                      "</table></div>")
-    more = len(alerts) - shown
+    more = total - shown
     parts.append(_more(more, f"alert{'s' if more != 1 else ''}; use --format json (or "
                              "--html-max-alerts) to see them all"))
     return _section("alerts", title, "\n".join(parts))
@@ -301,15 +306,6 @@ def _badge(priority: str) -> str:
 
 def _more(count: int, what: str) -> str:
     return f'<p class="more">… {count:,} more {esc(what)}</p>' if count > 0 else ""
-
-
-def _rule_tags(alerts: Iterable[Alert]) -> dict[str, tuple[str, ...]]:
-    """Each alerting rule's tags (alerts carry them; the counts in AlertStats do not)."""
-    tags: dict[str, tuple[str, ...]] = {}
-    for a in alerts:
-        if a.rule not in tags:
-            tags[a.rule] = a.tags
-    return tags
 
 
 def _version() -> str:

@@ -15,9 +15,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from analyze.alert_stats import AlertStats, slice_counts
 from analyze.alerts import Alert
 from analyze.engine_api import priority_rank
-from analyze.run_render import AlertStats, format_duration
+from analyze.run_render import format_duration
 
 WIDTH, HEIGHT = 960, 260
 LEFT, RIGHT, TOP, BOTTOM = 64, 12, 14, 40  # margins: y labels left, x labels below
@@ -51,15 +52,13 @@ class StackedSlice:
 
 
 def stack_by_priority(alerts: Sequence[Alert], stats: AlertStats) -> tuple[StackedSlice, ...]:
-    """The slices of `stats.timeline` split by priority (same start, width and clamping)."""
+    """The slices of `stats.timeline` split by priority (the same counts: a run's alerts count
+    them once for both, see `alert_stats.slice_counts`)."""
     count = len(stats.timeline)
-    start, width = stats.timeline_start_ns, stats.slice_ns
     per: dict[str, list[int]] = {}
-    for a in alerts:
-        buckets = per.get(a.priority)
-        if buckets is None:
-            buckets = per[a.priority] = [0] * count
-        buckets[min(count - 1, max(0, (a.time_ns - start) // width))] += 1
+    counts = slice_counts(alerts, stats.timeline_start_ns, stats.slice_ns, count)
+    for (index, priority), n in counts.items():
+        per.setdefault(priority, [0] * count)[index] += n
     order = sorted(per, key=priority_rank)
     return tuple(
         StackedSlice(s.start_ns, tuple((p, per[p][i]) for p in order if per[p][i]))

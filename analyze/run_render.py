@@ -1,18 +1,16 @@
 """Render a `RunResult`: the rich report of `analyze run --format table`.
 
-Two layers, both pure: `alert_stats` counts what the report shows (by rule, priority, process,
-container, time slice), and `render_report` builds the renderables from the result and those
-counts; the CLI prints them. Traced strings (paths, process and container names, outputs) go
-through `Text` or `escape()`, never straight into markup. Long lists are cut with a note saying
-how many were left out, so a noisy run still fits on a screen.
+Two layers: `analyze.alert_stats` counts what the report shows (by rule, priority, process,
+container, time slice: `RunResult.stats`), and `render_report` builds the renderables from the
+result and those counts, purely; the CLI prints them. Of the alerts, only those the table lists
+are built (`result.alerts[:max_alerts]`). Traced strings (paths, process and container names,
+outputs) go through `Text` or `escape()`, never straight into markup. Long lists are cut with a
+note saying how many were left out, so a noisy run still fits on a screen.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Sequence
 
 from rich.console import Group, RenderableType
 from rich.markup import escape
@@ -20,8 +18,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from analyze.alert_stats import AlertStats, RuleCount
+from analyze.alert_stats import alert_stats as alert_stats  # re-exported: it was defined here
 from analyze.alerts import Alert, clock_time, rfc3339
-from analyze.engine_api import Skipped, priority_rank
+from analyze.engine_api import Skipped
 from analyze.errors import RuleWarning
 from analyze.run import RunResult
 from analyze.trace_reader import TraceInfo
@@ -29,89 +29,13 @@ from analyze.trace_reader import TraceInfo
 TOP_RULES = 20
 TOP_PROCESSES = 10
 TOP_CONTAINERS = 10
-TIMELINE_SLICES = 12
 BAR_WIDTH = 40
 SKIPPED_NAMES = 5  # rule names shown per skip reason
-_K = TypeVar("_K")
 
 PRIORITY_STYLE = {
     "Emergency": "bold red", "Alert": "bold red", "Critical": "bold red", "Error": "red",
     "Warning": "yellow", "Notice": "cyan", "Informational": "green", "Debug": "dim",
 }
-
-
-@dataclass(frozen=True)
-class RuleCount:
-    rule: str
-    priority: str
-    count: int
-    first_ns: int
-    last_ns: int
-
-
-@dataclass(frozen=True)
-class Slice:
-    start_ns: int  # offset from the timeline's start
-    count: int
-
-
-@dataclass(frozen=True)
-class AlertStats:
-    by_rule: tuple[RuleCount, ...]  # most severe first, then most frequent
-    by_priority: tuple[tuple[str, int], ...]  # most severe first
-    processes: tuple[tuple[str, int], ...]  # most frequent first
-    containers: tuple[tuple[tuple[str, str, str], int], ...]  # (id, name, image), count
-    timeline_start_ns: int
-    slice_ns: int
-    timeline: tuple[Slice, ...]
-
-
-def alert_stats(alerts: Sequence[Alert], start_ns: int | None = None,
-                end_ns: int | None = None, slices: int = TIMELINE_SLICES) -> AlertStats:
-    """Counts over `alerts`; the timeline spans [start_ns, end_ns] (the alerts' span if None)."""
-    times = [a.time_ns for a in alerts]
-    start = start_ns if start_ns is not None else min(times, default=0)
-    end = end_ns if end_ns is not None else max(times, default=start)
-    width, timeline = _timeline(times, start, max(end, start), slices)
-    containers = Counter(
-        (a.container_id or "", a.container_name or "", a.container_image or "") for a in alerts
-    )
-    return AlertStats(
-        by_rule=_by_rule(alerts),
-        by_priority=tuple(sorted(Counter(a.priority for a in alerts).items(),
-                                 key=lambda kv: priority_rank(kv[0]))),
-        processes=tuple(_most_common(Counter(a.proc_name or "<NA>" for a in alerts))),
-        containers=tuple(_most_common(containers)),
-        timeline_start_ns=start, slice_ns=width, timeline=timeline,
-    )
-
-
-def _most_common(counter: Counter[_K]) -> list[tuple[_K, int]]:
-    """By count, then by first appearance (Counter keeps insertion order for ties)."""
-    return sorted(counter.items(), key=lambda kv: -kv[1])
-
-
-def _by_rule(alerts: Iterable[Alert]) -> tuple[RuleCount, ...]:
-    rows: dict[str, RuleCount] = {}
-    for a in alerts:
-        seen = rows.get(a.rule)
-        if seen is None:
-            rows[a.rule] = RuleCount(a.rule, a.priority, 1, a.time_ns, a.time_ns)
-        else:
-            rows[a.rule] = RuleCount(a.rule, a.priority, seen.count + 1,
-                                     min(seen.first_ns, a.time_ns), max(seen.last_ns, a.time_ns))
-    return tuple(sorted(rows.values(), key=lambda r: (priority_rank(r.priority), -r.count)))
-
-
-def _timeline(times: Sequence[int], start: int, end: int,
-              slices: int) -> tuple[int, tuple[Slice, ...]]:
-    span = end - start + 1
-    width = max(1, -(-span // slices))  # ceil: the last slice ends at or after `end`
-    count = -(-span // width)
-    buckets = [0] * count
-    for t in times:
-        buckets[min(count - 1, max(0, (t - start) // width))] += 1
-    return width, tuple(Slice(i * width, n) for i, n in enumerate(buckets))
 
 
 # ---- rendering --------------------------------------------------------------------------------
@@ -120,9 +44,9 @@ def _timeline(times: Sequence[int], start: int, end: int,
 def render_report(result: RunResult, *, max_alerts: int = 20) -> RenderableType:
     """The whole report: summary, then the alert sections, then the skipped rules (those the
     engine could not run among them) and the rules reading fields no trace records."""
-    stats = alert_stats(result.alerts, result.window_start_ns, result.window_end_ns)
+    stats = result.stats()
     parts: list[RenderableType] = [summary_panel(result, stats)]
-    if result.alerts:
+    if result.alert_count:
         parts += [
             rules_table(stats.by_rule),
             processes_table(stats.processes),
@@ -151,7 +75,7 @@ def summary_panel(result: RunResult, stats: AlertStats) -> Panel:
         f"Engine:   {escape(result.engine)}, rule matching: {result.options.rule_matching}",
         f"Rules:    {len(result.rules_run):,} run, {len(result.all_skipped):,} skipped"
         + _rule_filters(result),
-        f"Alerts:   {len(result.alerts):,}" + _priorities(stats.by_priority),
+        f"Alerts:   {result.alert_count:,}" + _priorities(stats.by_priority),
     ]
     return Panel("\n".join(lines), title="analyze run", title_align="left")
 
@@ -250,9 +174,11 @@ def timeline_table(stats: AlertStats) -> RenderableType:
 
 
 def alerts_table(alerts: Sequence[Alert], limit: int) -> RenderableType:
-    shown = min(limit, len(alerts))
-    title = f"Alerts (all {len(alerts):,})" if shown == len(alerts) else (
-        f"Alerts (first {shown:,} of {len(alerts):,})")
+    """The first `limit` alerts (only those are built), and how many more there are."""
+    total = len(alerts)
+    shown = min(limit, total)
+    title = f"Alerts (all {total:,})" if shown == total else (
+        f"Alerts (first {shown:,} of {total:,})")
     table = Table(title=title, title_justify="left", expand=True)
     table.add_column("time", no_wrap=True)
     table.add_column("priority")
@@ -260,7 +186,7 @@ def alerts_table(alerts: Sequence[Alert], limit: int) -> RenderableType:
     table.add_column("output", overflow="fold", ratio=3)
     for a in alerts[:limit]:
         table.add_row(clock_time(a.time_ns), _priority(a.priority), Text(a.rule), Text(a.output))
-    more = len(alerts) - limit
+    more = total - limit
     if more <= 0:
         return table
     note = Text(f"… {more:,} more alert{'s' if more != 1 else ''}; use --format json "

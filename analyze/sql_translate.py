@@ -6,16 +6,21 @@ without one fails loudly (`UnsupportedNodeError`, naming the node).
 
 Three rules keep the SQL honest:
 - Two-valued logic. libsinsp makes a check on a field it cannot extract false, whatever the
-  operator, and `not` then makes it true; SQL's NULL would make both unknown. Every leaf check is
-  therefore wrapped as `coalesce(<check>, false)`, so AND/OR/NOT above the leaves never see NULL.
+  operator, and `not` then makes it true; SQL's NULL would make both unknown. A check yields NULL
+  exactly where libsinsp's is false, and AND/OR are monotone: an AND/OR of checks is true in
+  SQL's three-valued logic exactly when it is true with every NULL read as false. So NULL may
+  flow through AND/OR, and only where that stops holding is it made false: `not` negates
+  `coalesce(<operand>, false)`, and `translate` coalesces the whole condition. (The engine, which
+  keeps only true results, skips that last one.) One coalesce per `not` instead of one per check
+  keeps the expressions DuckDB plans and evaluates for every event small.
 - No rule text in the SQL. Rule files are untrusted: every value a rule writes becomes a numbered
   parameter (`$3::VARCHAR`, collected by `Params`), column names come only from the trace schema
   (`schemas.trace.COLUMN_BY_NAME`) through `quote_ident`, and function names, operators and the
   `MACROS` are fixed text. `sql_literal` is the one escaping function, used only to show the SQL
   to people (`inline_params`); what runs is always parameterised.
 - One meaning with the replay engine: `analyze.semantics` converts literals and builds the glob,
-  pmatch and regex patterns; the macros mirror its b64, getopt and mount functions, and a field
-  without a column is missing (every check on it is false).
+  pmatch and regex patterns; the macros (`analyze.sql_macros`) mirror its b64, getopt and mount
+  functions, and a field without a column is missing (every check on it is false).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from analyze import ast, semantics
+from analyze.sql_macros import MACROS, re2_literal
 from analyze.typecheck import ANCESTOR_FIELDS
 from schemas import catalog
 from schemas.catalog import FieldInfo
@@ -297,12 +303,6 @@ def ip_key(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return f"{addr.version}:" + format(int(addr), f"0{addr.max_prefixlen}b")
 
 
-def re2_literal(text: str) -> str:
-    """`text` matched literally by an RE2 pattern (every non-alphanumeric character escaped)."""
-    return "".join(c if c.isascii() and (c.isalnum() or c == "_") else f"\\x{{{ord(c):x}}}"
-                   for c in text)
-
-
 def getopt_sets(optstring: str) -> tuple[str, str]:
     """The option letters of `optstring` and those taking a value, asked of semantics.getopt
     itself (one probe per letter) so both engines read the optstring alike."""
@@ -335,6 +335,8 @@ _SQL_OPS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "=": "=", "==": "=", "!=
 _STRING_FUNCTIONS = {"contains": "contains", "startswith": "starts_with", "endswith": "ends_with"}
 _LINE = 100  # and/or longer than this are shown one item per line
 _OR_CHAIN_MAX = 4  # below DuckDB's IN-clause rewrite threshold (see SqlGenerator.member)
+_EVTTYPE_OPS = frozenset({"=", "==", "!=", "in"})
+_EVT_TYPE_FIELD = ast.Field("evt.type")
 _IDENT = re.compile(r'"(?:[^"]|"")+"')
 # Filter-only fd fields: a check on the client side or the server side (semantics.FD_PAIRS), or
 # on one address (FD_NETS).
@@ -351,12 +353,22 @@ class SqlGenerator:
     `relax` names columns not to read: a check on them becomes true (false under an odd number
     of `not`s), so the expression selects a superset of the events the condition matches. The
     engine uses it for a pre-pass that skips the costly list columns (see analyze.sql_engine).
+
+    `event_types`, when set, are the only evt.type values of the events the expression will see
+    (the engine evaluates a rule behind its evt.type guard): an `evt.type` check those values
+    decide becomes a constant (see `decided_by_types`).
+
+    Checks may yield NULL where libsinsp's are false; AND/OR pass it on, `not` and `translate`
+    make it false (see the module docstring).
     """
 
     params: Params = field(default_factory=Params)
     relax: frozenset[str] = frozenset()
+    event_types: frozenset[str] | None = None
+    indent: int = 2  # how many levels deep the caller's text puts the condition (for `join`)
     _lambdas: int = 0
     _negated: bool = False
+    _two_valued: set[str] = field(default_factory=set)
     _depth: int = 0
 
     def sql(self, node: ast.Node) -> str:
@@ -394,20 +406,48 @@ class SqlGenerator:
         flat = "(" + f" {op} ".join(parts) + ")"
         if len(flat) <= _LINE and "\n" not in flat:
             return flat
-        pad = "\n" + "    " * (self._depth + 3)  # the query puts conditions 2 levels deep
+        pad = "\n" + "    " * (self._depth + self.indent + 1)
         return "(" + pad + (pad + op + " ").join(parts) + ")"
 
     def not_sql(self, node: ast.Not) -> str:
         self._negated = not self._negated
         try:
-            return f"(NOT {self.sql(node.item)})"
+            inner = self.sql(node.item)
         finally:
             self._negated = not self._negated
+        return self.never_null(
+            f"(NOT {inner})" if self.two_valued(inner) else f"(NOT coalesce({inner}, false))")
+
+    def never_null(self, sql: str) -> str:
+        """`sql`, noted as a boolean this generator made never NULL."""
+        self._two_valued.add(sql)
+        return sql
+
+    def two_valued(self, sql: str) -> bool:
+        """Whether `sql`, made by this generator, is never NULL (a constant, a `not`, a list
+        check), so that no coalesce is needed around it."""
+        return sql in ("true", "false") or sql in self._two_valued
 
     def relaxed(self, node: ast.UnaryCheck | ast.BinaryCheck) -> str | None:
         """The constant standing for a check that reads a relaxed column, else None."""
         if self.relax and any(f.name in self.relax for f in ast.fields_of(node)):
             return "false" if self._negated else "true"
+        return None
+
+    def decided_by_types(self, node: ast.BinaryCheck) -> bool | None:
+        """The value of `evt.type =|==|!=|in <literals>` for every event whose type is one of
+        `event_types`, or None when those types do not decide it (or are not set)."""
+        if (self.event_types is None or node.modifier is not None
+                or node.op not in _EVTTYPE_OPS or node.left != _EVT_TYPE_FIELD
+                or not isinstance(node.right, ast.Literal | ast.ValueList)):
+            return None
+        texts = (node.right,) if isinstance(node.right, ast.Literal) else node.right.values
+        info = self.operand(node.left).info
+        values = {sql_value(info.type, t.value, node.op) for t in texts}
+        if self.event_types <= values:
+            return node.op != "!="
+        if self.event_types.isdisjoint(values):
+            return node.op == "!="
         return None
 
     def macro_ref_sql(self, node: ast.MacroRef) -> str:
@@ -566,13 +606,17 @@ class SqlGenerator:
         if left.missing:
             return "false"
         if left.shape is Shape.LIST and node.modifier is None:
-            return f"({left.sql} IS NOT NULL)"  # libsinsp: an extracted list exists, even empty
+            # libsinsp: an extracted list exists, even empty
+            return self.never_null(f"({left.sql} IS NOT NULL)")
         return self.reduce(left, node.modifier, "exists", lambda x: f"({x} IS NOT NULL)")
 
     def binary_check_sql(self, node: ast.BinaryCheck) -> str:
         relaxed = self.relaxed(node)
         if relaxed is not None:
             return relaxed
+        decided = self.decided_by_types(node)
+        if decided is not None:
+            return "true" if decided else "false"
         left = self.operand(node.left)
         right = self.right_values(node.right)
         if left.missing or right is None:
@@ -602,27 +646,30 @@ class SqlGenerator:
                check: Callable[[str], str]) -> str:
         """Combine the checks of each value into one two-valued result (see `Shape`)."""
         if left.shape is Shape.ONE:
-            return _leaf(check(left.sql))
+            return check(left.sql)  # NULL where the value is missing: see the module docstring
         if left.shape is Shape.EITHER:
-            return _either(op, [check(p) for p in left.parts])
+            either = _either(op, [check(p) for p in left.parts])
+            return self.never_null(either) if op == "!=" else either
         # Falco's bare proc.aname: every ancestor from the parent up (SQL list index 2).
         values = f"{left.sql}[2:]" if left.shape is Shape.ANCESTORS else left.sql
         var = self.var()
         each = f"lambda {var}: {_leaf(check(var))}"
         if modifier in (None, "anyof"):
-            return f"coalesce(list_bool_or(list_transform({values}, {each})), false)"
-        if modifier == "allof":  # every value, and at least one (empty lists are false)
-            return f"coalesce(list_bool_and(list_transform({values}, {each})), false)"
-        if modifier == "oneof":
-            return f"coalesce(len(list_filter({values}, {each})) = 1, false)"
-        raise SqlTranslateError(f"unknown modifier '{modifier}'")
+            sql = f"list_bool_or(list_transform({values}, {each}))"
+        elif modifier == "allof":  # every value, and at least one (empty lists are false)
+            sql = f"list_bool_and(list_transform({values}, {each}))"
+        elif modifier == "oneof":
+            sql = f"len(list_filter({values}, {each})) = 1"
+        else:
+            raise SqlTranslateError(f"unknown modifier '{modifier}'")
+        return self.never_null(_leaf(sql))
 
     def all_in(self, left: Operand, right: _Values) -> str:
         """`in` on a libsinsp list: every value is in the set (an empty list is)."""
         var = self.var()
         each = self.compare("in", var, left.info, right)
-        return (f"({left.sql} IS NOT NULL AND coalesce(list_bool_and(list_transform("
-                f"{left.sql}, lambda {var}: {_leaf(each)})), true))")
+        return self.never_null(f"({left.sql} IS NOT NULL AND coalesce(list_bool_and("
+                               f"list_transform({left.sql}, lambda {var}: {_leaf(each)})), true))")
 
     # -- one value against the right side (may be NULL: the leaf coalesces) --
 
@@ -742,7 +789,7 @@ def _either(op: str, checks: Sequence[str]) -> str:
     """semantics.pair_matches: any side that exists matches; for `!=`, every one that exists
     differs (a check is NULL exactly when its side does not exist)."""
     if op != "!=":
-        return "(" + " OR ".join(_leaf(c) for c in checks) + ")"
+        return "(" + " OR ".join(checks) + ")"
     existing = f"list_filter([{', '.join(checks)}], lambda c: c IS NOT NULL)"
     return _leaf(f"list_bool_and({existing})")  # no side exists: NULL, so false
 
@@ -789,100 +836,5 @@ def _length(inner: Operand) -> Operand:
 def translate(tree: ast.Expr, params: Params | None = None) -> Translation:
     """One condition as a two-valued SQL boolean expression (values bound in `params`)."""
     generator = SqlGenerator(params if params is not None else Params())
-    return compact(generator.sql(tree), generator.params.values)
-
-
-# ---- macros: fixed SQL the engine defines on its connection ------------------------------------
-
-_WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())  # what str.strip strips
-_WS = "[" + re2_literal(_WHITESPACE) + "]"
-# UTF-8 as hex pairs: a well-formed sequence, else the maximal ill-formed subpart Python's
-# 'replace' error handler turns into one U+FFFD, else one stray byte.
-_UTF8_VALID = (
-    "[0-7][0-9A-F]|C[2-9A-F][89AB][0-9A-F]|D[0-9A-F][89AB][0-9A-F]"
-    "|E0[AB][0-9A-F][89AB][0-9A-F]|E[1-9A-CEF][89AB][0-9A-F][89AB][0-9A-F]"
-    "|ED[89][0-9A-F][89AB][0-9A-F]|F0[9AB][0-9A-F](?:[89AB][0-9A-F]){2}"
-    "|F[1-3](?:[89AB][0-9A-F]){3}|F48[0-9A-F](?:[89AB][0-9A-F]){2}"
-)
-_UTF8_TRUNCATED = (
-    "F0[9AB][0-9A-F][89AB][0-9A-F]|F[1-3](?:[89AB][0-9A-F]){2}|F48[0-9A-F][89AB][0-9A-F]"
-    "|E0[AB][0-9A-F]|E[1-9A-CEF][89AB][0-9A-F]|ED[89][0-9A-F]"
-    "|F0[9AB][0-9A-F]|F[1-3][89AB][0-9A-F]|F48[0-9A-F]"
-)
-_UTF8_TOKEN = f"{_UTF8_VALID}|{_UTF8_TRUNCATED}|[0-9A-F]{{2}}"
-
-# (name, parameters, body). Bodies hold no rule input: values arrive as macro arguments.
-MACRO_DEFINITIONS: tuple[tuple[str, str, str], ...] = (
-    # -- IP addresses as "4:<32 bits>" / "6:<128 bits>" keys (sql_translate.ip_key), NULL when
-    # the text is not an address. `list_transform([x], lambda v: ...)[1]` binds x once: a macro
-    # argument used twice would be expanded (and planned) twice.
-    ("sysreplay_ipv4_bits", "ip", r"""CASE WHEN regexp_full_match(ip,
-        '(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}')
-    THEN list_transform([array_to_string(list_transform(string_split(ip, '.'),
-        lambda o: lpad(bin(TRY_CAST(o AS UTINYINT)), 8, '0')), '')],
-        lambda b: CASE WHEN length(b) = 32 THEN b END)[1] END"""),
-    ("sysreplay_ipv6_groups", "s", """CASE WHEN s = '' THEN '' ELSE list_transform([
-    list_transform(string_split(s, ':'), lambda g: CASE
-        WHEN contains(g, '.') THEN sysreplay_ipv4_bits(g)
-        WHEN regexp_full_match(g, '[0-9A-Fa-f]{1,4}')
-        THEN lpad(bin(TRY_CAST('0x' || g AS USMALLINT)), 16, '0') END)],
-    lambda l: CASE WHEN len(list_filter(l, lambda x: x IS NULL)) = 0
-                   THEN array_to_string(l, '') END)[1] END"""),
-    ("sysreplay_ipv6_bits", "ip", """list_transform([string_split(ip, '::')], lambda p:
-    list_transform([[sysreplay_ipv6_groups(p[1]), sysreplay_ipv6_groups(p[2])]], lambda b:
-        CASE WHEN len(p) = 1 AND length(b[1]) = 128 THEN b[1]
-             WHEN len(p) = 2 AND length(b[1]) + length(b[2]) <= 112
-             THEN b[1] || repeat('0', 128 - length(b[1]) - length(b[2])) || b[2] END)[1])[1]"""),
-    ("sysreplay_ip_key", "ip", """CASE WHEN contains(ip, ':') THEN '6:' || sysreplay_ipv6_bits(ip)
-    ELSE '4:' || sysreplay_ipv4_bits(ip) END"""),
-    # -- semantics.env_lookup's str.strip() --
-    ("sysreplay_strip", "s", f"regexp_replace(s, '^{_WS}+|{_WS}+$', '', 'g')"),
-    # -- semantics.b64_decode: a BLOB, or NULL when the text is not canonical base64 --
-    ("sysreplay_b64_body", "s", "regexp_replace(rtrim(s, chr(0)), '={1,2}$', '')"),
-    ("sysreplay_b64_blob", "b",
-     "try(from_base64(b || repeat('=', (4 - length(b) % 4) % 4)))"),
-    ("sysreplay_b64_decode", "s", """CASE WHEN rtrim(s, chr(0)) = '' THEN ''::BLOB
-    WHEN length(sysreplay_b64_body(s)) % 4 <> 1
-        AND regexp_full_match(sysreplay_b64_body(s), '[A-Za-z0-9+/]+')
-        AND rtrim(to_base64(sysreplay_b64_blob(sysreplay_b64_body(s))), '=')
-            = sysreplay_b64_body(s)
-    THEN sysreplay_b64_blob(sysreplay_b64_body(s)) END"""),
-    # -- semantics.as_charbuf: cut at the first NUL, UTF-8 decoded with U+FFFD replacements --
-    ("sysreplay_charbuf", "b", f"""decode(unhex(array_to_string(list_transform(
-    regexp_extract_all(regexp_extract(hex(b), '^((?:[0-9A-F]{{2}})*?)(?:00|$)', 1),
-                       '{_UTF8_TOKEN}'),
-    lambda t: CASE WHEN regexp_full_match(t, '{_UTF8_VALID}') THEN t ELSE 'EFBFBD' END), '')))"""),
-    # -- semantics.mount_lookup: items split at ',', parts as `_mount_parts` finds them --
-    ("sysreplay_mount_items", "m", "list_filter(string_split(m, ','), lambda i: i <> '')"),
-    ("sysreplay_mount_split", "item, p", """CASE WHEN item IS NULL THEN NULL WHEN len(p) >= 5
-    THEN [p[1], array_to_string(p[2:len(p) - 3], ':'), p[len(p) - 2], p[len(p) - 1], p[len(p)]]
-    ELSE list_concat([p[1], ''], p[2:]) END"""),
-    ("sysreplay_mount_part", "item, k",
-     "sysreplay_mount_split(item, string_split(item, ':'))[k + 1]"),
-    # -- semantics.getopt (list mode); state mode 0 scanning, 1 value pending, 2 stopped --
-    ("sysreplay_getopt_map", "chars, valid", """list_transform(chars,
-    lambda c: CASE WHEN c <> ':' AND contains(valid, c) THEN c ELSE '?' END)"""),
-    ("sysreplay_getopt_cluster", "out, chars, valid, wv, k", """CASE
-    WHEN k IS NULL THEN {'out': list_concat(out, sysreplay_getopt_map(chars, valid)), 'mode': 0}
-    WHEN k < len(chars) THEN {'out': list_concat(out, sysreplay_getopt_map(chars[1:k - 1], valid),
-        [chars[k], array_to_string(chars[k + 1:], '')]), 'mode': 0}
-    ELSE {'out': list_concat(out, sysreplay_getopt_map(chars[1:k - 1], valid), [chars[k]]),
-        'mode': 1} END"""),
-    ("sysreplay_getopt_step", "s, t, valid, wv", """CASE
-    WHEN s.mode = 2 THEN s
-    WHEN s.mode = 1 THEN {'out': list_append(s.out, t), 'mode': 0}
-    WHEN t = '--' THEN {'out': s.out, 'mode': 2}
-    WHEN length(t) > 2 AND starts_with(t, '--') THEN s
-    WHEN length(t) < 2 OR NOT starts_with(t, '-') THEN {'out': s.out, 'mode': 2}
-    ELSE sysreplay_getopt_cluster(s.out, string_split(t[2:], ''), valid, wv,
-        list_position(list_transform(string_split(t[2:], ''), lambda c: contains(wv, c)), true))
-    END"""),
-    ("sysreplay_getopt_end", "r", """CASE WHEN r.mode = 1
-    THEN list_append(r.out[1:len(r.out) - 1], '') ELSE r.out END"""),
-    ("sysreplay_getopt", "args, valid, wv", """sysreplay_getopt_end(list_reduce(args,
-    lambda s, t: sysreplay_getopt_step(s, t, valid, wv), {'out': []::VARCHAR[], 'mode': 0}))"""),
-)
-MACROS: tuple[str, ...] = tuple(
-    f"CREATE OR REPLACE TEMP MACRO {name}({args}) AS ({body})"
-    for name, args, body in MACRO_DEFINITIONS
-)
+    sql = generator.sql(tree)
+    return compact(sql if generator.two_valued(sql) else _leaf(sql), generator.params.values)

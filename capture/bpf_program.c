@@ -13,10 +13,13 @@
  * joined with the return value, the user memory they point to is read (paths, sockaddrs) and one
  * record sent. No per-syscall map update at entry, except for the few syscalls whose registers
  * do not survive to sys_exit or that another probe must recognise (STASHED: execve, execveat,
- * connect), whose arguments sys_enter stashes in a hash map keyed by thread id. Also:
- * - execve/execveat send their filename and argv at sys_enter (REC_EXEC_ARGS), since a successful
- *   exec replaces the memory those pointers refer to before sys_exit;
+ * connect, and the clone family, whose flags sched_process_fork reads), whose arguments
+ * sys_enter stashes in a hash map keyed by thread id. Also:
+ * - execve/execveat send their filename, argv and envp at sys_enter (REC_EXEC_ARGS), since a
+ *   successful exec replaces the memory those pointers refer to before sys_exit;
  * - a fork's child returns through sys_exit too (ret 0): only the parent's return is recorded;
+ * - fcntl's commands that change no fd are dropped at sys_exit (EXIT_FILTER), once its
+ *   arguments are read: a test there costs less than a stash at entry;
  * - records without payload items are written straight into the ring buffer (reserve/submit),
  *   the others built in a per-CPU scratch buffer and copied (their size is known at the end);
  * - sched_process_fork / sched_process_exit send REC_FORK / REC_EXIT records that keep the
@@ -38,13 +41,21 @@
 #define PATH_SLOT @PATH_SLOT@       /* most bytes read for one path or string, NUL included */
 #define ARG_SLOT @ARG_SLOT@         /* most bytes read for one argv entry */
 #define MAX_ARGS @MAX_ARGS@         /* most argv entries read at execve */
+#define ENV_MAX @ENV_MAX@           /* most bytes of envp kept at execve (whole entries) */
+#define MAX_ENV @MAX_ENV@           /* most envp entries read at execve */
 #define BLOB_SLOT 128               /* most bytes read for a sockaddr or a small struct */
 #define SELF_TGID @SELF_TGID@       /* the capture process: its own syscalls are never recorded */
 #define NR_EXECVE @NR_EXECVE@
 #define NR_EXECVEAT @NR_EXECVEAT@
 #define NR_CONNECT @NR_CONNECT@
+#define NR_CLONE @NR_CLONE@
+#define NR_CLONE3 @NR_CLONE3@
+#define NR_FORK @NR_FORK@
+#define NR_VFORK @NR_VFORK@
 #define HAS_GROUP_DEAD @HAS_GROUP_DEAD@   /* sched_process_exit has the group_dead field */
 #define LOCAL_ENDPOINTS @LOCAL_ENDPOINTS@ /* sock:inet_sock_set_state gives connect's local end */
+#define FIB_PORTS @FIB_PORTS@             /* fib:fib_table_lookup: IPv4 connect's port */
+#define FIB6_PORTS @FIB6_PORTS@           /* fib6:fib6_table_lookup: IPv6 UDP connect's port */
 #define FOLLOW @FOLLOW@                   /* record only the FOLLOW_ROOTS trees */
 
 #define OFF_MASK (SCRATCH_HALF - 1)
@@ -100,6 +111,12 @@ struct endpoint {
     u8 addr[16];
 };
 
+/* A connect's local end in the making; only `ep` goes into the record. */
+struct local {
+    struct endpoint ep;
+    u64 sk; /* the TCP socket (skaddr) whose handshake may still fill the port, else 0 */
+};
+
 struct scratch {
     u8 data[2 * SCRATCH_HALF];
 };
@@ -109,7 +126,8 @@ BPF_PERCPU_ARRAY(scratch_map, struct scratch, 1);
 BPF_PERCPU_ARRAY(counters, u64, N_COUNTERS);
 BPF_RINGBUF_OUTPUT(events, @RINGBUF_PAGES@);
 #if LOCAL_ENDPOINTS
-BPF_HASH(local_map, u32, struct endpoint, @STASH_ENTRIES@);
+BPF_HASH(local_map, u32, struct local, @STASH_ENTRIES@); /* tid inside connect -> local end */
+BPF_TABLE("lru_hash", u64, u32, sk_map, @STASH_ENTRIES@); /* socket in SYN_SENT -> its tid */
 #endif
 #if FOLLOW
 #define FOLLOW_YES 1
@@ -264,19 +282,58 @@ static __always_inline u32 put_sockaddr_ptrlen(struct scratch *buf, u32 off, int
 static __always_inline u32 put_local(struct scratch *buf, u32 off, int item, u32 tid)
 {
 #if LOCAL_ENDPOINTS
-    struct endpoint *ep = local_map.lookup(&tid);
-    if (!ep || off > SCRATCH_HALF - BLOB_SLOT)
+    struct local *l = local_map.lookup(&tid);
+    if (!l)
         return off;
-    bpf_probe_read_kernel(&buf->data[off & OFF_MASK], sizeof(*ep), ep);
+    if (off > SCRATCH_HALF - BLOB_SLOT) {
+        local_map.delete(&tid);
+        return off;
+    }
+    bpf_probe_read_kernel(&buf->data[off & OFF_MASK], sizeof(l->ep), &l->ep);
     local_map.delete(&tid);
-    set_len(buf, item, sizeof(*ep));
-    return off + sizeof(*ep);
+    set_len(buf, item, sizeof(struct endpoint));
+    return off + sizeof(struct endpoint);
 #else
     return off;
 #endif
 }
 
-static __always_inline void emit_exec_args(long id, struct stash *s, u64 filename, u64 argv)
+/* envp after argv: whole entries (each cut at ARG_SLOT like argv's) while they fit in ENV_MAX
+ * bytes. Item 3 is one byte, 1 when every entry was kept, so userspace knows a cut env. */
+static __always_inline u32 put_env(struct scratch *buf, u64 envp)
+{
+    /* Where argv ended, read back from the header rather than carried over: the verifier then
+     * meets this loop in one state, not once per way the argv loop ended (400,000 instructions
+     * to verify instead of a few thousand). The barrier keeps the compiler from reusing the
+     * values it stored. */
+    asm volatile("" ::: "memory");
+    struct rec_hdr *h = (struct rec_hdr *)buf->data;
+    u32 off = sizeof(struct rec_hdr) + h->len[0] + h->len[1];
+    u32 start = off;
+    u8 complete = envp == 0; /* execve(path, argv, NULL): an empty environment */
+    for (int i = 0; i < MAX_ENV && envp; i++) {
+        u64 ptr = 0;
+        if (bpf_probe_read_user(&ptr, sizeof(ptr), (void *)(envp + i * sizeof(u64))))
+            break;
+        if (!ptr) {
+            complete = 1;
+            break;
+        }
+        if (off > SCRATCH_HALF - ARG_SLOT)
+            break;
+        int n = bpf_probe_read_user_str(&buf->data[off & OFF_MASK], ARG_SLOT, (void *)ptr);
+        if (n <= 0 || off + n - start > ENV_MAX)
+            break;
+        off += n;
+    }
+    set_len(buf, 2, off - start);
+    buf->data[off & (2 * SCRATCH_HALF - 1)] = complete; /* off <= SCRATCH_HALF here */
+    set_len(buf, 3, 1);
+    return off + 1;
+}
+
+static __always_inline void emit_exec_args(long id, struct stash *s, u64 filename, u64 argv,
+                                           u64 envp)
 {
     struct scratch *buf = begin(REC_EXEC_ARGS, id);
     if (!buf)
@@ -298,12 +355,19 @@ static __always_inline void emit_exec_args(long id, struct stash *s, u64 filenam
         off += n;
     }
     set_len(buf, 1, off - start);
+    off = put_env(buf, envp);
     output(buf, off);
 }
 
+/* The clone family is stashed for sched_process_fork (clone_flags), which runs inside it. */
 static __always_inline int stashed(long id)
 {
-    return id == NR_EXECVE || id == NR_EXECVEAT || id == NR_CONNECT;
+    switch (id) {
+    case NR_EXECVE: case NR_EXECVEAT: case NR_CONNECT:
+    case NR_CLONE: case NR_CLONE3: case NR_FORK: case NR_VFORK:
+        return 1;
+    }
+    return 0;
 }
 
 static __always_inline int is_fork(long id)
@@ -349,10 +413,11 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         count(CNT_STASH_FULL);
         return 0;
     }
-    if (id == NR_EXECVE)
-        emit_exec_args(id, &s, s.args[0], s.args[1]);
-    else if (id == NR_EXECVEAT)
-        emit_exec_args(id, &s, s.args[1], s.args[2]);
+    if (id == NR_EXECVE || id == NR_EXECVEAT) { /* one inlined copy: execveat has a dirfd first */
+        int at = id == NR_EXECVEAT;
+        emit_exec_args(id, &s, at ? s.args[1] : s.args[0], at ? s.args[2] : s.args[1],
+                       at ? s.args[3] : s.args[2]);
+    }
     return 0;
 }
 
@@ -394,6 +459,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         s.args[4] = r.r8;
         s.args[5] = r.r9;
     }
+@EXIT_FILTER@
     if (!has_items(id)) {
         emit_plain(id, ret, s.args);
         return 0;
@@ -413,7 +479,26 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     return 0;
 }
 
-/* args[0] = child tid, args[1] = parent tid; the record's tgid/tid are the parent's. */
+/* The flags of the clone the current (parent) thread is inside, if it is a recorded
+ * clone/clone3/fork/vfork: 1 with *flags set, else 0. They tell a new process (whose fds
+ * userspace copies at the fork, as the kernel does) from a new thread. */
+static __always_inline u64 clone_flags(u64 *flags)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct stash *s = stash_map.lookup(&tid);
+    if (!s)
+        return 0;
+    if (s->id == NR_CLONE) {
+        *flags = s->args[0];
+        return 1;
+    }
+    if (s->id == NR_CLONE3)
+        return !bpf_probe_read_user(flags, sizeof(*flags), (void *)s->args[0]);
+    return s->id == NR_FORK || s->id == NR_VFORK;
+}
+
+/* args[0] = child tid, args[1] = parent tid, args[2] = the clone flags when args[3] is 1 (see
+ * clone_flags); the record's tgid/tid are the parent's. */
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
 #if FOLLOW
@@ -430,6 +515,9 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     struct rec_hdr *h = (struct rec_hdr *)buf->data;
     h->args[0] = args->child_pid;
     h->args[1] = args->parent_pid;
+    u64 flags = 0;
+    h->args[3] = clone_flags(&flags);
+    h->args[2] = flags;
     output(buf, sizeof(struct rec_hdr));
     return 0;
 }
@@ -483,24 +571,111 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     return 0;
 }
 
+#if LOCAL_ENDPOINTS /* FIB_PORTS and FIB6_PORTS are rendered 0 without it */
+/* Connect's local end, from tracepoint fields only (no kernel struct is read).
+ *
+ * The kernel picks a TCP socket's source port after it enters SYN_SENT, so that state gives the
+ * local address and, for a bound socket, the port. The port of an unbound socket comes from
+ * - IPv4 (TCP and UDP): the route lookup connect makes with the chosen source port, in the
+ *   connecting thread (fib:fib_table_lookup; TCP redoes it once the port is picked);
+ * - IPv6 UDP: its route lookup likewise (the source address is chosen after it: left as ::);
+ * - IPv6 TCP: the handshake's SYN_SENT -> ESTABLISHED, often in softirq context on another
+ *   task: found through the socket's address (sk_map). A non-blocking connect returns before
+ *   that (EINPROGRESS) unless the peer is local, and its port stays 0.
+ * Each keeps the result in local_map for the thread's connect record (put_local). */
+static __always_inline struct local *connecting(u32 tid)
+{
+    struct stash *s = stash_map.lookup(&tid);
+    if (!s || s->id != NR_CONNECT)
+        return 0;
+    struct local zero = {};
+    local_map.insert(&tid, &zero); /* kept if there */
+    return local_map.lookup(&tid);
+}
+
+/* A route lookup of the thread's connect: its destination port is connect's (not the lookup
+ * of the SYN-ACK a local listener sends meanwhile, in this thread's softirq). */
+static __always_inline struct local *connect_route(u16 sport, u16 dport)
+{
+    if (!sport)
+        return 0; /* before the port is picked */
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct stash *s = stash_map.lookup(&tid);
+    if (!s || s->id != NR_CONNECT)
+        return 0;
+    u16 port = 0; /* network order in the sockaddr, after its family */
+    if (bpf_probe_read_user(&port, sizeof(port), (void *)(s->args[1] + 2)) ||
+        __builtin_bswap16(port) != dport)
+        return 0;
+    return connecting(tid);
+}
+#endif
+
 #if LOCAL_ENDPOINTS
-/* A TCP connect picks its local address and port when the socket enters SYN_SENT, in the
- * connecting thread: remember them for that thread's connect record. */
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
-    if (args->newstate != 2 /* TCP_SYN_SENT */ || args->protocol != 6 /* IPPROTO_TCP */)
+    if (args->protocol != 6 /* IPPROTO_TCP */)
         return 0;
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    if (!stash_map.lookup(&tid))
-        return 0; /* not inside a recorded connect */
-    struct endpoint ep = {};
-    ep.family = args->family;
-    ep.port = args->sport;
-    if (args->family == 10 /* AF_INET6 */)
-        bpf_probe_read_kernel(ep.addr, 16, args->saddr_v6);
-    else
-        bpf_probe_read_kernel(ep.addr, 4, args->saddr);
-    local_map.update(&tid, &ep);
+    u64 sk = (u64)args->skaddr;
+    if (args->newstate == 2 /* TCP_SYN_SENT */) {
+        u32 tid = (u32)bpf_get_current_pid_tgid();
+        struct local *l = connecting(tid);
+        if (!l)
+            return 0; /* not inside a recorded connect */
+        l->sk = sk;
+        l->ep.family = args->family;
+        l->ep.port = args->sport;
+        if (args->family == 10 /* AF_INET6 */)
+            bpf_probe_read_kernel(l->ep.addr, 16, args->saddr_v6);
+        else
+            bpf_probe_read_kernel(l->ep.addr, 4, args->saddr);
+        sk_map.update(&sk, &tid);
+        return 0;
+    }
+    if (args->oldstate != 2)
+        return 0;
+    u32 *found = sk_map.lookup(&sk);
+    if (!found)
+        return 0;
+    u32 tid = *found;
+    sk_map.delete(&sk);
+    struct local *l = local_map.lookup(&tid);
+    if (args->newstate != 1 /* TCP_ESTABLISHED */ || !l || l->sk != sk)
+        return 0; /* failed, or the connect has returned */
+    l->ep.port = args->sport;
+    return 0;
+}
+#endif
+
+#if FIB_PORTS
+TRACEPOINT_PROBE(fib, fib_table_lookup)
+{
+    struct local *l = connect_route(args->sport, args->dport);
+    if (!l)
+        return 0;
+    u32 src = 0;
+    bpf_probe_read_kernel(&src, 4, args->src);
+    if (src || l->ep.family != 2 /* AF_INET */) {
+        __builtin_memset(l->ep.addr, 0, 16);
+        __builtin_memcpy(l->ep.addr, &src, 4); /* the first lookup may not have one yet */
+    }
+    l->ep.family = 2;
+    l->ep.port = args->sport;
+    return 0;
+}
+#endif
+
+#if FIB6_PORTS
+TRACEPOINT_PROBE(fib6, fib6_table_lookup)
+{
+    struct local *l = connect_route(args->sport, args->dport);
+    if (!l)
+        return 0;
+    if (l->ep.family != 10) {
+        bpf_probe_read_kernel(l->ep.addr, 16, args->src);
+        l->ep.family = 10;
+    }
+    l->ep.port = args->sport;
     return 0;
 }
 #endif

@@ -3,8 +3,10 @@
 The template's `@NAME@` placeholders are filled here and nowhere else, so what the kernel runs
 can be printed (`capture record --print-bpf`) and tested without root. This module also owns the
 syscall table the program is rendered from: each syscall's number and which of its arguments
-point at user memory the exit probe must copy (paths, sockaddrs, small structs). The userspace
-decoder reads the record items back with the same table.
+point at user memory the exit probe must copy (paths, sockaddrs, small structs), and the entry
+filter that drops the calls of a selected syscall nothing needs (fcntl's commands other than
+F_DUPFD, F_DUPFD_CLOEXEC and F_SETFD). The userspace decoder reads the record items back with
+the same table.
 
 Only x86_64 syscall numbers are known for now; `arch_supported()` says so before anything loads.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TEMPLATE_PATH = Path(__file__).with_name("bpf_program.c")
-PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
+PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 SUPPORTED_ARCH = "x86_64"
 TASK_COMM_LEN = 16
 N_ITEMS = 4  # payload items per record (N_ITEMS in the C)
@@ -28,7 +30,7 @@ STR = "str"  # a NUL-terminated user string (path, name)
 SOCKADDR = "sockaddr"  # a sockaddr whose length is another argument
 SOCKADDR_PTRLEN = "sockaddr_ptrlen"  # a sockaddr whose length is in user memory (accept)
 BYTES = "bytes"  # a fixed-size user struct (open_how, clone_args)
-LOCAL = "local"  # the local endpoint of a TCP connect (from sock:inet_sock_set_state)
+LOCAL = "local"  # connect's local endpoint (route lookups and TCP states, see bpf_program.c)
 
 
 class RenderError(ValueError):
@@ -56,6 +58,9 @@ def _s(*args: int) -> tuple[Item, ...]:
     return tuple(Item(STR, a) for a in args)
 
 
+_FD_PAIR = (Item(BYTES, 0, size=8),)  # the int[2] that pipe/pipe2 fill (socketpair: arg 3)
+
+
 # x86_64 numbers (asm/unistd_64.h). Items are read at sys_exit from the syscall's arguments.
 SYSCALLS: tuple[SyscallSpec, ...] = (
     SyscallSpec("open", 2, _s(0)),
@@ -66,6 +71,24 @@ SYSCALLS: tuple[SyscallSpec, ...] = (
     SyscallSpec("dup", 32),
     SyscallSpec("dup2", 33),
     SyscallSpec("dup3", 292),
+    SyscallSpec("close_range", 436),
+    # fcntl: only F_DUPFD, F_DUPFD_CLOEXEC and F_SETFD are recorded (EXIT_FILTER below)
+    SyscallSpec("fcntl", 72),
+    SyscallSpec("pipe", 22, _FD_PAIR),
+    SyscallSpec("pipe2", 293, _FD_PAIR),
+    SyscallSpec("socketpair", 53, (Item(BYTES, 3, size=8),)),
+    SyscallSpec("eventfd", 284),
+    SyscallSpec("eventfd2", 290),
+    SyscallSpec("signalfd", 282),
+    SyscallSpec("signalfd4", 289),
+    SyscallSpec("timerfd_create", 283),
+    SyscallSpec("inotify_init", 253),
+    SyscallSpec("inotify_init1", 294),
+    SyscallSpec("epoll_create", 213),
+    SyscallSpec("epoll_create1", 291),
+    SyscallSpec("pidfd_open", 434),
+    SyscallSpec("pidfd_getfd", 438),
+    SyscallSpec("io_uring_setup", 425),
     SyscallSpec("socket", 41),
     SyscallSpec("connect", 42, (Item(SOCKADDR, 1, 2), Item(LOCAL))),
     SyscallSpec("bind", 49, (Item(SOCKADDR, 1, 2),)),
@@ -120,8 +143,13 @@ FORKS = ("clone", "clone3", "fork", "vfork")  # return 0 in the child, through s
 SYSCALL_BY_NR: dict[int, SyscallSpec] = {s.nr: s for s in SYSCALLS}
 
 # What the rules need (upstream stable + incubating and ours, see rule-evttypes.tsv), plus what
-# keeps the process and fd tables right (fork/clone, close, dup, chdir, memfd_create). Left out:
-# the I/O calls sendto/sendmsg/recvfrom/recvmsg, whose volume is that of the traffic itself.
+# keeps the process and fd tables right, as libsinsp's own state set does (sinsp_state_sc_set):
+# fork/clone, chdir, close and close_range, every call that returns a new fd (dup*, pipe*,
+# socketpair, eventfd, signalfd, timerfd, inotify, epoll, pidfd, io_uring, memfd...: a new fd
+# must replace whatever the table held for its number) and fcntl's F_DUPFD*/F_SETFD (the only
+# fcntl commands the kernel side lets through: the others are frequent and change no fd).
+# Left out: the I/O calls sendto/sendmsg/recvfrom/recvmsg, whose volume is that of the traffic
+# itself (so fds received with SCM_RIGHTS are not seen).
 DEFAULT_SYSCALLS: tuple[str, ...] = tuple(s.name for s in SYSCALLS if s.name != "sendto")
 PRESETS: dict[str, tuple[str, ...]] = {
     "default": DEFAULT_SYSCALLS,
@@ -145,9 +173,13 @@ class ProgramOptions:
     path_slot: int = 4096  # most bytes kept of one path (NUL included)
     arg_slot: int = 1024  # most bytes kept of one argv entry
     max_args: int = 32  # most argv entries kept
+    env_max: int = 4096  # most bytes of the environment kept at execve (whole NAME=value items)
+    max_env: int = 64  # most environment entries read at execve
     scratch_half: int = 8192  # half the per-CPU scratch buffer (power of two)
     has_group_dead: bool = True  # feature: sched_process_exit has `group_dead`
     local_endpoints: bool = True  # feature: sock:inet_sock_set_state exists
+    fib_ports: bool = True  # feature: fib:fib_table_lookup has ports (with local_endpoints)
+    fib6_ports: bool = True  # feature: fib6:fib6_table_lookup has ports (with local_endpoints)
     follow_entries: int = 16384  # processes and threads of the followed trees alive at once
 
 
@@ -186,20 +218,28 @@ def render(options: ProgramOptions, template: str | None = None) -> str:
 
 def placeholder_values(options: ProgramOptions) -> dict[str, str]:
     specs = [SYSCALL_BY_NAME[n] for n in options.syscalls]
+    nr = {name: str(SYSCALL_BY_NAME[name].nr) for name in
+          ("execve", "execveat", "connect", "clone", "clone3", "fork", "vfork")}
+    # The local-endpoint probes serve connect alone; `local_endpoints` switches them all (the
+    # route lookups only complete what the TCP states give).
+    local = options.local_endpoints and "connect" in options.syscalls
     return {
         "SCRATCH_HALF": str(options.scratch_half),
         "PATH_SLOT": str(options.path_slot),
         "ARG_SLOT": str(options.arg_slot),
         "MAX_ARGS": str(options.max_args),
+        "ENV_MAX": str(options.env_max),
+        "MAX_ENV": str(options.max_env),
         "SELF_TGID": str(options.self_tgid),
-        "NR_EXECVE": str(SYSCALL_BY_NAME["execve"].nr),
-        "NR_EXECVEAT": str(SYSCALL_BY_NAME["execveat"].nr),
-        "NR_CONNECT": str(SYSCALL_BY_NAME["connect"].nr),
+        **{f"NR_{name.upper()}": value for name, value in nr.items()},
         "FORK_CASES": "\n".join(f"    case {SYSCALL_BY_NAME[n].nr}: /* {n} */" for n in FORKS),
         "ITEM_SYSCALLS": "\n".join(f"    case {s.nr}: /* {s.name} */" for s in specs
                                    if _items(s, options)),
         "HAS_GROUP_DEAD": "1" if options.has_group_dead else "0",
-        "LOCAL_ENDPOINTS": "1" if options.local_endpoints else "0",
+        "LOCAL_ENDPOINTS": "1" if local else "0",
+        "FIB_PORTS": "1" if local and options.fib_ports else "0",
+        "FIB6_PORTS": "1" if local and options.fib6_ports else "0",
+        "EXIT_FILTER": render_exit_filter(options.syscalls),
         "FOLLOW": "1" if options.follow_tgids else "0",
         "FOLLOW_ROOTS": "\n".join(f"    case {p}:" for p in sorted(set(options.follow_tgids))),
         "FOLLOW_ENTRIES": str(options.follow_entries),
@@ -216,6 +256,26 @@ def _items(spec: SyscallSpec, options: ProgramOptions) -> list[tuple[int, Item]]
     """The items the program reads for `spec` (index, item)."""
     return [(i, item) for i, item in enumerate(spec.items)
             if item.kind != LOCAL or options.local_endpoints]
+
+
+# fcntl commands that change the fd table (F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC): the others
+# (F_GETFL, F_SETFL, locks...) are frequent and change nothing the capture tracks.
+FCNTL_KEPT = (0, 2, 1030)
+
+
+def render_exit_filter(syscalls: tuple[str, ...]) -> str:
+    """C statements that drop the calls of a selected syscall the capture has no use for:
+    fcntl's other commands. They run in the exit probe (EXIT_FILTER), once the arguments are
+    read back from the registers: fcntl has no entry work (it is not stashed), so testing at
+    exit costs a compare, where testing at entry would cost a stash per fcntl."""
+    if "fcntl" not in syscalls:
+        return ""
+    kept = " && ".join(f"cmd != {c}" for c in FCNTL_KEPT)
+    return (f"    if (id == {SYSCALL_BY_NAME['fcntl'].nr}) {{ /* fcntl: F_DUPFD*, F_SETFD only */\n"
+            f"        u32 cmd = s.args[1];\n"
+            f"        if ({kept})\n"
+            f"            return 0;\n"
+            f"    }}")
 
 
 def render_item_case(spec: SyscallSpec, options: ProgramOptions) -> str:
@@ -292,6 +352,11 @@ def _check(options: ProgramOptions) -> None:
         raise RenderError(f"arg_slot must be between 16 and {options.scratch_half // 2}.")
     if not 0 <= options.max_args <= 256:
         raise RenderError(f"max_args must be between 0 and 256, not {options.max_args}.")
+    if not 0 <= options.env_max <= options.scratch_half // 2:
+        raise RenderError(f"env_max must be between 0 and {options.scratch_half // 2}, not "
+                          f"{options.env_max}.")
+    if not 0 <= options.max_env <= 256:
+        raise RenderError(f"max_env must be between 0 and 256, not {options.max_env}.")
     if options.stash_entries < 1:
         raise RenderError("stash_entries must be positive.")
     if any(p <= 0 for p in options.pids):

@@ -15,7 +15,7 @@ from state kept by the `Enricher`, in these modules:
 - capture/fd_table.py: `FdTables` (per process, fd -> immutable `FdInfo`: resolved path, socket
   family, protocol and endpoints, pipe, memfd...);
 - capture/handlers.py: one handler per syscall family, which updates the tables and collects the
-  event's parameters;
+  event's parameters (capture/fd_handlers.py: those of the calls that create and close fds);
 - capture/render_args.py: the argument renderers (errno names, open flags, modes, sockaddrs);
 - capture/rows.py: `RowBatch`, the rows of a flush interval and their Arrow table.
 
@@ -44,6 +44,7 @@ from capture.rows import RowBatch, Shape
 
 FILE_INFO_CACHE = 1 << 16  # distinct opened-file states kept for sharing
 SHAPE_CACHE = 1 << 16  # distinct row shapes kept for sharing (capture/rows.py)
+CLONE_THREAD = 0x10000
 
 
 class Enricher:
@@ -144,8 +145,12 @@ class Enricher:
             self.exec_args[rec.tid] = rec
         elif rec.kind == REC_FORK:
             self.procs.fork(rec.tgid, rec.args[0], rec.ts + self.offset)
-        elif rec.kind == REC_EXIT and self.procs.exit(rec):
-            self.fds.tables.pop(rec.tgid, None)
+            if rec.args[3] and not rec.args[2] & CLONE_THREAD:
+                self.fds.fork(rec.tgid, rec.args[0])
+        elif rec.kind == REC_EXIT:
+            self.fds.forked.pop(rec.args[0], None)
+            if self.procs.exit(rec):
+                self.fds.tables.pop(rec.tgid, None)
 
     def _syscall(self, rec: Record, batch: RowBatch, who: bytes | None) -> None:
         dispatch = DISPATCH.get(rec.nr)
@@ -233,11 +238,14 @@ class Enricher:
         return info
 
     def _inherit_fds(self, proc: Proc) -> None:
-        """A new process's fds: a fork child's are its parent's (copied, as fork does); one
-        found some other way is read from /proc."""
+        """A new process's fds: a fork child's are its parent's as they were at the fork (or,
+        when the fork's flags were not seen, as they are now); one found some other way is
+        read from /proc."""
         parent_pid = self.procs.forked_from.pop(proc.pid, None)
-        parent = self.fds.tables.get(parent_pid) if parent_pid is not None else None
-        self.fds.tables[proc.pid] = dict(parent) if parent is not None else self.fds.read(proc.pid)
+        table = self.fds.forked.pop(proc.pid, None)
+        if table is None and parent_pid is not None and parent_pid in self.fds.tables:
+            table = dict(self.fds.tables[parent_pid])
+        self.fds.tables[proc.pid] = table if table is not None else self.fds.read(proc.pid)
 
     def resolve(self, proc: Proc, dirfd: int, path: str) -> str:
         """An absolute, normalized path for `path` relative to `dirfd` (or the cwd)."""

@@ -2,9 +2,10 @@
 
 `FdTables` maps each process (tgid) to {fd: FdInfo}. It is seeded from /proc/PID/fd (sockets
 identified by inode through /proc/PID/net/{tcp,tcp6,udp,udp6,unix}, read once per network
-namespace) and kept current by the syscall handlers (capture/handlers.py). An `FdInfo` is
-immutable and replaced on change, so rows can share it and a batch builds each distinct fd's
-columns once.
+namespace; close-on-exec from /proc/PID/fdinfo/N, so an execve drops what the kernel closes)
+and kept current by the syscall handlers (capture/handlers.py). A forked process gets a copy of
+its parent's table as it was at the fork. An `FdInfo` is immutable and replaced on change, so
+rows can share it and a batch builds each distinct fd's columns once.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from capture.procfs import read_lines, readlink
+from capture.procfs import read_lines, read_text, readlink
 
+O_CLOEXEC = 0o2000000
 SOCK_TYPE_PROTO = {1: "tcp", 2: "udp", 3: "raw", 5: "udp"}  # SOCK_STREAM/DGRAM/RAW/SEQPACKET
 
 
@@ -151,12 +153,27 @@ def _hex_ep(text: str, family: int) -> tuple[str, int]:
     return socket.inet_ntop(family, raw), int(port_hex, 16)
 
 
+def fdinfo_cloexec(text: str) -> bool:
+    """Whether /proc/PID/fdinfo/N (its text) shows close-on-exec: its `flags:` are the octal
+    open flags, O_CLOEXEC included (the kernel puts the fd's FD_CLOEXEC there)."""
+    for line in text.splitlines():
+        if line.startswith("flags:"):
+            try:
+                return bool(int(line.split()[1], 8) & O_CLOEXEC)
+            except (IndexError, ValueError):
+                return False
+    return False
+
+
 class FdTables:
-    """tgid -> {fd: FdInfo}."""
+    """tgid -> {fd: FdInfo}, plus the tables of processes forked but not seen yet."""
 
     def __init__(self, proc_root: Path = Path("/proc")) -> None:
         self.root = proc_root
         self.tables: dict[int, dict[int, FdInfo]] = {}
+        # child pid -> its parent's table at the fork: the parent may close or reuse fds (a
+        # shell closes its pipe ends) before the child's first event is enriched.
+        self.forked: dict[int, dict[int, FdInfo]] = {}
         self._netns: dict[str, dict[int, FdInfo]] = {}
 
     def snapshot(self, pids: Iterable[int]) -> None:
@@ -174,8 +191,20 @@ class FdTables:
         for name in names:
             target = readlink(base / "fd" / name)
             if target is not None and name.isdigit():
-                table[int(name)] = fd_from_link(target, sockets)
+                info = fd_from_link(target, sockets)
+                if fdinfo_cloexec(read_text(base / "fdinfo" / name)):
+                    info = replace(info, cloexec=True)
+                table[int(name)] = info
         return table
+
+    def fork(self, parent: int, child: int) -> None:
+        """Keep a copy of the parent's table for a new process (not a thread). A parent with
+        no event of its own yet (a child forking at once) still has its fork copy."""
+        table = self.tables.get(parent)
+        if table is None:
+            table = self.forked.get(parent)
+        if table is not None:
+            self.forked[child] = dict(table)
 
     def _sockets(self, base: Path) -> dict[int, FdInfo]:
         ns = readlink(base / "ns" / "net") or ""

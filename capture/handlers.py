@@ -5,7 +5,7 @@ before the event, and an empty `Ev` to fill: the parameters as libsinsp renders 
 `evt.args` and `evt.arg.*` (name, raw value, resolved value), the fd the event is about, the
 open flags, and the process after the event when it changed (execve, chdir). `DISPATCH` maps
 syscall numbers to (name, handler); syscalls without a handler of their own get `_generic`
-(just `res`).
+(just `res`). The handlers of fd-creating and fd-closing syscalls are in capture/fd_handlers.py.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from capture.bpf_render import SYSCALL_BY_NR
+from capture.event_params import Ev, Handler, fd_param, item, res_param
+from capture.fd_handlers import FD_HANDLERS, NR_PIPE2
 from capture.fd_table import FdInfo, endpoint_text, fd_kind, socket_fd, with_endpoints
 from capture.probe import Record
 from capture.proc_table import Proc, container_of, read_env
@@ -28,11 +30,6 @@ from capture.render_args import (
     AT_FDCWD,
     BPF_COMMANDS,
     CLONE_NS_FLAGS,
-    F_DUPFD,
-    F_DUPFD_CLOEXEC,
-    F_SETFD,
-    FCNTL_COMMANDS,
-    FD_CLOEXEC,
     MODE_NAMES,
     O_CLOEXEC,
     O_DIRECTORY,
@@ -54,42 +51,7 @@ from capture.render_args import (
 if TYPE_CHECKING:
     from capture.enrich import Enricher
 
-
-class Ev:
-    """What a syscall handler extracted from one record, for its row (a plain slotted class:
-    one is made per event, and a dataclass's __init__ costs several times more)."""
-
-    __slots__ = ("fd", "fd_num", "name_changed", "opened", "params", "proc")
-
-    def __init__(self) -> None:
-        self.params: list[tuple[str, str, str | None]] = []  # name, raw, resolved
-        self.fd_num: int | None = None
-        self.fd: FdInfo | None = None
-        self.opened: tuple[bool, bool, bool] | None = None  # is_open_read/write/exec
-        self.name_changed = False
-        self.proc: Proc | None = None  # the process after the event (execve, chdir)
-
-    def add(self, name: str, raw: object, resolved: str | None = None) -> None:
-        self.params.append((name, str(raw), resolved))
-
-
-Handler = Callable[["Enricher", Record, Proc, Ev], None]
-
-
-def item(rec: Record, index: int) -> bytes:
-    """The record's `index`th payload item (b"" when the program sent fewer)."""
-    return rec.items[index] if index < len(rec.items) else b""
-
-
-def _fd_param(en: Enricher, proc: Proc, ev: Ev, name: str, fd: int) -> FdInfo | None:
-    info = en.fds.of(proc.pid).get(fd)
-    resolved = info.resolved_char + info.name if info is not None else None
-    ev.add(name, fd, resolved)
-    return info
-
-
-def _res_param(ev: Ev, rec: Record) -> None:
-    ev.add("res", rec.ret, errno_name(rec.ret) if rec.ret < 0 else None)
+__all__ = ["DISPATCH", "HANDLERS", "NR_PIPE2", "PROC_STATE_SYSCALLS", "Ev", "exec_env", "item"]
 
 
 def _path_param(en: Enricher, proc: Proc, ev: Ev, name: str, raw: str, dirfd: int) -> str:
@@ -153,7 +115,7 @@ def _connect(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     info = table.get(fd)
     remote = parse_sockaddr(item(rec, 0))
     local = parse_endpoint(item(rec, 1))
-    _res_param(ev, rec)
+    res_param(ev, rec)
     if info is not None and remote is not None and (rec.ret == 0 or rec.ret == -errno.EINPROGRESS):
         before = info.name
         info = with_endpoints(info, local[1:] if local else None, remote[1:], server=False)
@@ -169,7 +131,7 @@ def _bind(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     table = en.fds.of(proc.pid)
     info = table.get(fd)
     addr = parse_sockaddr(item(rec, 0))
-    _res_param(ev, rec)
+    res_param(ev, rec)
     if info is not None and addr is not None and rec.ret == 0:
         info = with_endpoints(info, addr[1:], None, server=True)
         table[fd] = info
@@ -185,7 +147,7 @@ def _listen(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     info = table.get(fd)
     if info is not None and rec.ret == 0:
         info = table[fd] = replace(info, is_server=True)
-    _res_param(ev, rec)
+    res_param(ev, rec)
     ev.add("fd", fd, info.resolved_char + info.name if info is not None else None)
     ev.add("backlog", s32(rec.args[1]))
     ev.fd_num, ev.fd = fd, info
@@ -199,7 +161,8 @@ def _accept(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     if fd >= 0:
         peer = parse_sockaddr(item(rec, 0))
         base = listener or FdInfo("unknown", "o")
-        info = with_endpoints(replace(base, cloexec=False), base.local,
+        cloexec = SYSCALL_BY_NR[rec.nr].name == "accept4" and bool(rec.args[3] & O_CLOEXEC)
+        info = with_endpoints(replace(base, cloexec=cloexec), base.local,
                               peer[1:] if peer else None, server=True)
         table[fd] = info
     ev.add("fd", fd, info.resolved_char + info.name if info is not None else errno_name(fd))
@@ -207,50 +170,13 @@ def _accept(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     ev.fd_num, ev.fd = fd, info
 
 
-def _dup(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
-    old, res = s32(rec.args[0]), s32(rec.ret)
-    table = en.fds.of(proc.pid)
-    info = table.get(old)
-    if res >= 0 and info is not None and res != old:
-        cloexec = SYSCALL_BY_NR[rec.nr].name == "dup3" and bool(rec.args[2] & O_CLOEXEC)
-        table[res] = replace(info, cloexec=cloexec)
-    ev.add("res", res, errno_name(res) if res < 0 else None)
-    _fd_param(en, proc, ev, "oldfd", old)
-    if SYSCALL_BY_NR[rec.nr].name != "dup":
-        ev.add("newfd", s32(rec.args[1]))
-    ev.fd_num, ev.fd = old, info
-
-
-def _close(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
-    fd = s32(rec.args[0])
-    table = en.fds.of(proc.pid)
-    info = table.get(fd)
-    _res_param(ev, rec)
-    _fd_param(en, proc, ev, "fd", fd)
-    if rec.ret == 0:
-        table.pop(fd, None)
-    ev.fd_num, ev.fd = fd, info
-
-
-def _memfd(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
-    fd, name = s32(rec.ret), cstr(item(rec, 0))
-    info = fd_kind("memfd", "memfd:" + name, cloexec=bool(rec.args[1] & 1))
-    if fd >= 0:
-        en.fds.of(proc.pid)[fd] = info
-    ev.add("fd", fd, info.resolved_char + info.name if fd >= 0 else errno_name(fd))
-    ev.add("name", name)
-    ev.add("flags", rec.args[1])
-    ev.fd_num, ev.fd = fd, info if fd >= 0 else None
-
-
 def _execve(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     pending = en.exec_args.pop(rec.tid, None)
     filename = cstr(item(pending, 0)) if pending else ""
-    argv = [a.decode("utf-8", "replace") for a in item(pending, 1).split(b"\0")[:-1]] \
-        if pending else []
-    _res_param(ev, rec)
+    argv = _strings(item(pending, 1)) if pending else []
+    res_param(ev, rec)
     if rec.ret == 0:
-        proc = _exec_proc(en, rec, proc, filename, argv)
+        proc = _exec_proc(en, rec, proc, filename, argv, pending)
         en.procs.procs[proc.pid] = proc
         table = en.fds.of(proc.pid)
         for fd in [fd for fd, info in table.items() if info.cloexec]:
@@ -266,7 +192,29 @@ def _execve(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     ev.add("filename", filename)
 
 
-def _exec_proc(en: Enricher, rec: Record, proc: Proc, filename: str, argv: list[str]) -> Proc:
+def _strings(raw: bytes) -> list[str]:
+    """NUL-terminated strings back to back (argv, envp as the program copies them)."""
+    return [a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]]
+
+
+def exec_env(pending: Record | None, base: Path) -> str | None:
+    """proc.env after an execve: the envp the program copied (item 2), when it copied all of it
+    (item 3 is b"\1"); else /proc/PID/environ while the process lives (the whole environment,
+    as libsinsp reads a large one), else the part copied (None when nothing was)."""
+    copied = item(pending, 2) if pending is not None else b""
+    complete = pending is not None and item(pending, 3) == b"\1"
+    if complete:
+        return " ".join(_strings(copied))
+    full = read_env(base)
+    # No item 3 (the program always sends its one byte): a record of the layout before envp,
+    # as a ring-buffer frame decodes it (four items, empty) or as a Record holds it (two).
+    if full is not None or pending is None or not item(pending, 3):
+        return full
+    return " ".join(_strings(copied))
+
+
+def _exec_proc(en: Enricher, rec: Record, proc: Proc, filename: str, argv: list[str],
+               pending: Record | None) -> Proc:
     """The process after a successful execve/execveat of `filename` with `argv`."""
     dirfd = s32(rec.args[0]) if SYSCALL_BY_NR[rec.nr].name == "execveat" else AT_FDCWD
     memfd = False
@@ -300,12 +248,10 @@ def _exec_proc(en: Enricher, rec: Record, proc: Proc, filename: str, argv: list[
                                                          / "cgroup")
         found = container_of(cgroup) if cgroup else None
     cid, ctype = found or (proc.container_id, proc.container_type)
-    # The program does not copy envp: the environment is read back from /proc, which works
-    # while the process still runs when its execve is enriched (None otherwise).
     return replace(proc, comm=rec.comm, exe=argv[0] if argv else filename, exepath=exepath,
                    args=tuple(argv[1:]), exe_from_memfd=memfd or path.startswith("memfd:"),
                    exe_ctime=ctime, exe_mtime=mtime, container_id=cid, container_type=ctype,
-                   euid=euid, egid=egid, env=read_env(base))
+                   euid=euid, egid=egid, env=exec_env(pending, base))
 
 
 def _exec_ids(path: str, st: os.stat_result, euid: int | None, egid: int | None
@@ -334,9 +280,9 @@ def _clone(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
 
 
 def _chdir(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
-    _res_param(ev, rec)
+    res_param(ev, rec)
     if SYSCALL_BY_NR[rec.nr].name == "fchdir":
-        info = _fd_param(en, proc, ev, "fd", s32(rec.args[0]))
+        info = fd_param(en, proc, ev, "fd", s32(rec.args[0]))
         target = info.name if info is not None else None
     else:
         target = _path_param(en, proc, ev, "path", cstr(item(rec, 0)), AT_FDCWD)
@@ -365,7 +311,7 @@ _MODE_ARG = {"mkdir": 1, "mkdirat": 2, "chmod": 1, "fchmodat": 2, "fchmodat2": 2
 
 def _paths(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     name = SYSCALL_BY_NR[rec.nr].name
-    _res_param(ev, rec)
+    res_param(ev, rec)
     for index, (param, dirfd_arg) in enumerate(_PATHS[name]):
         raw = cstr(item(rec, index))
         if dirfd_arg == -1:  # a plain string (symlink target, fs type): not resolved
@@ -378,19 +324,19 @@ def _paths(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
         ev.add("mode", f"0{mode:o}", render_flags(mode, MODE_NAMES) or None)
     if name == "finit_module":
         ev.fd_num = s32(rec.args[0])
-        ev.fd = _fd_param(en, proc, ev, "fd", ev.fd_num)
+        ev.fd = fd_param(en, proc, ev, "fd", ev.fd_num)
 
 
 def _fchmod(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
-    _res_param(ev, rec)
+    res_param(ev, rec)
     ev.fd_num = s32(rec.args[0])
-    ev.fd = _fd_param(en, proc, ev, "fd", ev.fd_num)
+    ev.fd = fd_param(en, proc, ev, "fd", ev.fd_num)
     mode = rec.args[1] & 0o7777
     ev.add("mode", f"0{mode:o}", render_flags(mode, MODE_NAMES) or None)
 
 
 def _ptrace(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
-    _res_param(ev, rec)
+    res_param(ev, rec)
     request = rec.args[0] & 0xFFFFFFFF
     ev.add("request", request, PTRACE_REQUESTS.get(request, "PTRACE_UNKNOWN"))
     ev.add("pid", s32(rec.args[1]))
@@ -402,7 +348,7 @@ UNCHANGED_ID = 0xFFFFFFFF  # -1: "leave this id as it is"
 
 def _ids(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     name = SYSCALL_BY_NR[rec.nr].name
-    _res_param(ev, rec)
+    res_param(ev, rec)
     kind = "uid" if "uid" in name else "gid"
     params = _ID_PARAMS[name[: -len(kind)]]
     values = [rec.args[i] & 0xFFFFFFFF for i in range(len(params))]
@@ -422,98 +368,43 @@ def _ids(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
 
 
 def _ns(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
-    _res_param(ev, rec)
+    res_param(ev, rec)
     if SYSCALL_BY_NR[rec.nr].name == "setns":
         ev.fd_num = s32(rec.args[0])
-        ev.fd = _fd_param(en, proc, ev, "fd", ev.fd_num)
+        ev.fd = fd_param(en, proc, ev, "fd", ev.fd_num)
         ev.add("nstype", rec.args[1], render_flags(rec.args[1], CLONE_NS_FLAGS) or None)
     else:
         ev.add("flags", rec.args[0], render_flags(rec.args[0], CLONE_NS_FLAGS) or None)
 
 
+# bpf() commands that return a new fd (a map, program, link, BTF object, iterator, token): the
+# kernel always makes those close-on-exec.
+BPF_FD_COMMANDS = frozenset({0, 5, 7, 13, 14, 17, 18, 19, 28, 30, 33, 36})
+
+
 def _bpf(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     cmd = rec.args[0] & 0xFFFFFFFF
-    _res_param(ev, rec)
+    res_param(ev, rec)
     ev.add("cmd", cmd, BPF_COMMANDS[cmd] if cmd < len(BPF_COMMANDS) else None)
-
-
-# x86_64 numbers: pipe and pipe2 differ by their flags argument.
-NR_PIPE2 = 293
-
-
-def _fd_pair(rec: Record) -> tuple[int, int] | None:
-    """The two fds a successful pipe/pipe2/socketpair wrote (its int[2], copied as item 0)."""
-    raw = item(rec, 0)
-    if rec.ret != 0 or len(raw) < 8:
-        return None
-    fd1, fd2 = struct.unpack_from("<ii", raw)
-    return fd1, fd2
-
-
-def _add_pair(en: Enricher, proc: Proc, ev: Ev, pair: tuple[int, int] | None,
-              info: FdInfo) -> None:
-    """Both ends in the fd table, and the `fd1`/`fd2` params (`3(<p>)`, libsinsp's names)."""
-    if pair is not None:
-        table = en.fds.of(proc.pid)
-        table[pair[0]] = table[pair[1]] = info
-        ev.fd = info
-    for param, fd in zip(("fd1", "fd2"), pair or (-1, -1), strict=True):
-        ev.add(param, fd, info.resolved_char + info.name if pair is not None else None)
-
-
-def _pipe(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
-    flags = rec.args[1] & 0xFFFFFFFF if rec.nr == NR_PIPE2 else 0
-    _res_param(ev, rec)
-    # libsinsp names a pipe "" (its inode is a param, which the program does not copy)
-    _add_pair(en, proc, ev, _fd_pair(rec), fd_kind("pipe", cloexec=bool(flags & O_CLOEXEC)))
-    if rec.nr == NR_PIPE2:
-        ev.add("flags", *open_flags(flags))
-
-
-def _socketpair(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
-    family, sock_type, proto = (s32(x) for x in rec.args[:3])
-    _res_param(ev, rec)
-    info = socket_fd(family, sock_type, cloexec=bool(sock_type & O_CLOEXEC))
-    _add_pair(en, proc, ev, _fd_pair(rec), info)
-    ev.add("domain", family, SOCKET_FAMILIES.get(family))
-    ev.add("type", sock_type)
-    ev.add("proto", proto)
-
-
-def _fcntl(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
-    """F_DUPFD/F_DUPFD_CLOEXEC add an fd as libsinsp does; F_SETFD keeps the close-on-exec
-    flag right, so that execve drops the fds the kernel drops."""
-    fd, cmd, res = s32(rec.args[0]), rec.args[1] & 0xFFFFFFFF, s32(rec.ret)
-    table = en.fds.of(proc.pid)
-    info = table.get(fd)
-    _res_param(ev, rec)
-    _fd_param(en, proc, ev, "fd", fd)
-    ppm, cmd_name = FCNTL_COMMANDS.get(cmd, (0, "F_UNKNOWN"))
-    ev.add("cmd", ppm, cmd_name)
-    if res >= 0 and info is not None:
-        if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
-            info = table[res] = replace(info, cloexec=cmd == F_DUPFD_CLOEXEC)
-        elif cmd == F_SETFD and info.cloexec != bool(rec.args[2] & FD_CLOEXEC):
-            info = table[fd] = replace(info, cloexec=not info.cloexec)
-    ev.fd_num, ev.fd = fd, info
+    fd = s32(rec.ret)
+    if cmd in BPF_FD_COMMANDS and fd >= 0:
+        ev.fd_num = fd
+        ev.fd = en.fds.of(proc.pid)[fd] = fd_kind("bpf", cloexec=True)
 
 
 def _generic(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
-    _res_param(ev, rec)
+    res_param(ev, rec)
 
 
 HANDLERS: dict[str, Handler] = {
     **dict.fromkeys(("open", "openat", "openat2", "creat"), _open),
     "socket": _socket, "connect": _connect, "bind": _bind, "listen": _listen,
-    "accept": _accept, "accept4": _accept, "dup": _dup, "dup2": _dup, "dup3": _dup,
-    "close": _close, "memfd_create": _memfd, "execve": _execve, "execveat": _execve,
+    "accept": _accept, "accept4": _accept, "execve": _execve, "execveat": _execve,
     **dict.fromkeys(("clone", "clone3", "fork", "vfork"), _clone),
     "chdir": _chdir, "fchdir": _chdir, **dict.fromkeys(_PATHS, _paths), "fchmod": _fchmod,
     "ptrace": _ptrace, "bpf": _bpf, "setns": _ns, "unshare": _ns,
     **dict.fromkeys(("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid"), _ids),
-    # Not in capture/bpf_render.py's table yet (no program copies their int[2] result): they
-    # take effect when it lists them.
-    "pipe": _pipe, "pipe2": _pipe, "socketpair": _socketpair, "fcntl": _fcntl,
+    **FD_HANDLERS,
 }
 # Handlers that keep the process table right: they run even for processes a --container
 # selection leaves out, since those can be the ancestors of selected ones (or join a container

@@ -61,6 +61,8 @@ class Features:
 
     has_group_dead: bool  # sched_process_exit tells whether the whole process is gone
     local_endpoints: bool  # sock:inet_sock_set_state exists (local address of TCP connects)
+    fib_ports: bool = False  # fib:fib_table_lookup has ports (source port of IPv4 connects)
+    fib6_ports: bool = False  # fib6:fib6_table_lookup has ports (IPv6 UDP connects)
 
 
 class Record(NamedTuple):
@@ -104,9 +106,13 @@ def tracepoint_fields(tracefs: Path, category: str, event: str) -> frozenset[str
 def detect_features(tracefs: Path) -> Features:
     exit_fields = tracepoint_fields(tracefs, "sched", "sched_process_exit") or frozenset()
     sock = tracepoint_fields(tracefs, "sock", "inet_sock_set_state") or frozenset()
+    route = {"sport", "dport", "src"}
     return Features(
         has_group_dead="group_dead" in exit_fields,
-        local_endpoints={"newstate", "sport", "saddr", "saddr_v6", "protocol"} <= sock,
+        local_endpoints={"skaddr", "oldstate", "newstate", "sport", "saddr", "saddr_v6",
+                         "protocol", "family"} <= sock,
+        fib_ports=route <= (tracepoint_fields(tracefs, "fib", "fib_table_lookup") or set()),
+        fib6_ports=route <= (tracepoint_fields(tracefs, "fib6", "fib6_table_lookup") or set()),
     )
 
 

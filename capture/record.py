@@ -77,6 +77,7 @@ class RecordOptions:
     path_max: int = 4096
     arg_max: int = 1024
     max_args: int = 32
+    env_max: int = 4096  # most bytes of envp kept per execve (proc.env)
     rotate_bytes: int | None = None  # start a new segment when the spool reaches this size
     rotate_seconds: float | None = None  # ... or when the segment is this old
     flush_seconds: float = 1.0  # spool write + fsync interval: what kill -9 can lose
@@ -101,6 +102,7 @@ class RecordOptions:
             exclude_comms=self.exclude_comms, ringbuf_pages=pages,
             path_slot=self.path_max, arg_slot=self.arg_max, max_args=self.max_args,
             has_group_dead=features.has_group_dead, local_endpoints=features.local_endpoints,
+            fib_ports=features.fib_ports, fib6_ports=features.fib6_ports, env_max=self.env_max,
         )
 
 

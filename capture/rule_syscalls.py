@@ -3,8 +3,9 @@
 Falco evaluates a rule only on the event types its condition can match (analyze/evttypes.py);
 a capture meant for those rules needs only those syscalls as rows. The process and fd tables
 that fill a row's `proc.*` and `fd.*` fields need more: execve and chdir change the process,
-setuid and friends its ids, open/close/dup/socket/connect... its fds. Those syscalls are recorded
-too (filtered in the kernel like the rest) and applied to the tables, but written as rows only
+setuid and friends its ids, fork gives the child a copy of the parent's fds, and
+open/close/dup/pipe/fcntl/socket/connect... change the fds. Those syscalls are recorded too
+(filtered in the kernel like the rest) and applied to the tables, but written as rows only
 when a rule can match them. Every other syscall is left out in the kernel.
 
 Rules are counted as `analyze run` runs them by default: enabled, applicable to syscalls, with
@@ -25,7 +26,11 @@ from capture.bpf_render import SYSCALLS
 STATE_SYSCALLS = frozenset({
     "execve", "execveat", "chdir", "fchdir",
     "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid",
-    "open", "openat", "openat2", "creat", "close", "dup", "dup2", "dup3",
+    "clone", "clone3", "fork", "vfork",  # a new process gets a copy of its parent's fds
+    "open", "openat", "openat2", "creat", "close", "close_range", "dup", "dup2", "dup3",
+    "fcntl", "pipe", "pipe2", "socketpair", "eventfd", "eventfd2", "signalfd", "signalfd4",
+    "timerfd_create", "inotify_init", "inotify_init1", "epoll_create", "epoll_create1",
+    "pidfd_open", "pidfd_getfd", "io_uring_setup",
     "socket", "connect", "bind", "listen", "accept", "accept4", "memfd_create",
 })
 _CAPTURABLE = tuple(s.name for s in SYSCALLS)

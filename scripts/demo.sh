@@ -31,9 +31,9 @@ wait "$recorder"
 
 echo "== analyze: $TRACE through rules/"
 status=0
-"$BIN/analyze" run "$TRACE" -r rules/ || status=$?
+"$BIN/analyze" run "$TRACE" -r rules/ --html "$OUT/demo.html" || status=$?
 # analyze run exits 3 when alerts were found: that is the expected outcome of the demo.
 if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then
     exit "$status"
 fi
-echo "== trace kept at $TRACE (try: $BIN/analyze query $TRACE 'select \"proc.name\", count(*) from events group by 1 order by 2 desc limit 5')"
+echo "== trace kept at $TRACE, report page at $OUT/demo.html (try: $BIN/analyze query $TRACE 'select \"proc.name\", count(*) from events group by 1 order by 2 desc limit 5')"

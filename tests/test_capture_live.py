@@ -7,6 +7,7 @@ once the probe is attached (the first progress callback).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from live_capture import wait_until_spooling
 
 from analyze.trace_reader import open_trace
 from capture.doctor import run_checks
@@ -117,7 +119,9 @@ def test_scripted_workload_is_recorded_with_enrichment(tmp_path: Path) -> None:
     assert cat_exec["evt.res"] == "SUCCESS" and cat_exec["proc.name"] == "cat"
     assert cat_exec["proc.pname"] == parent and cat_exec["proc.exepath"].endswith("/cat")
     assert cat_exec["proc.aname"][:2] == ["cat", parent]
-    hostname = one(lambda r: r["fd.name"] == "/etc/hostname" and r["evt.type"] == "openat")
+    # Our cat's open: other processes on the machine may open /etc/hostname too.
+    hostname = one(lambda r: r["fd.name"] == "/etc/hostname" and r["evt.type"] == "openat"
+                   and r["proc.cmdline"] == "cat /etc/hostname")
     assert hostname["proc.name"] == "cat" and hostname["proc.pname"] == parent
     assert hostname["evt.res"] == "SUCCESS" and hostname["evt.is_open_read"] is True
     assert hostname["fd.typechar"] == "f" and hostname["user.name"] == "root"
@@ -198,20 +202,7 @@ def start_child(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
     out = tmp_path / "child.parquet"
     child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), out=str(out))],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    spool = out.with_name(out.name + ".spool")
-    deadline = time.monotonic() + 30
-    try:
-        # Wait for the schema and a first flush; on an idle machine nothing else makes syscalls
-        # the default preset records, so make some while waiting.
-        while not spool.exists() or spool.stat().st_size < 1000:
-            assert child.poll() is None, child.communicate()
-            assert time.monotonic() < deadline, "the capture did not start"
-            subprocess.run(["cat", "/etc/hostname"], check=True, stdout=subprocess.DEVNULL)
-            time.sleep(0.05)
-    except AssertionError:
-        child.kill()  # never leave a capture running behind a failed test
-        child.communicate()
-        raise
+    wait_until_spooling(child, out, timeout=30)
     for _ in range(3):
         subprocess.run(["cat", "/etc/hostname"], check=True, stdout=subprocess.DEVNULL)
     time.sleep(0.6)  # past a flush
@@ -374,3 +365,161 @@ def test_execveat_from_a_memfd_is_recorded_as_execveat(tmp_path: Path) -> None:
     assert execs[0]["evt.type"] == "execveat" and execs[0]["evt.res"] == "SUCCESS"
     assert execs[0]["proc.is_exe_from_memfd"] is True
     assert execs[0]["proc.exepath"] == "memfd:sr-live-test"
+
+
+# ---- connect's local end, the environment, the fd table ---------------------------------------
+
+CONNECTS = textwrap.dedent("""
+    import json, os, socket, sys, time
+    p4, p6 = int(sys.argv[1]), int(sys.argv[2])
+    out, keep = {}, []
+    for name, family, kind, addr in [
+            ("tcp4", socket.AF_INET, socket.SOCK_STREAM, ("127.0.0.1", p4)),
+            ("tcp4-nonblocking", socket.AF_INET, socket.SOCK_STREAM, ("127.0.0.1", p4)),
+            ("udp4", socket.AF_INET, socket.SOCK_DGRAM, ("127.0.0.1", 9)),
+            ("tcp6", socket.AF_INET6, socket.SOCK_STREAM, ("::1", p6)),
+            ("udp6", socket.AF_INET6, socket.SOCK_DGRAM, ("::1", 9)),
+            ("v4-mapped", socket.AF_INET6, socket.SOCK_STREAM, ("::ffff:127.0.0.1", p4))]:
+        s = socket.socket(family, kind)
+        s.setblocking(not name.endswith("nonblocking"))
+        s.connect_ex(addr)
+        time.sleep(0.02)
+        out[name] = [s.fileno(), s.getsockname()[1], s.getpeername()[1]]
+        keep.append(s)
+    print(json.dumps({"pid": os.getpid(), "sockets": out}))
+""")
+
+
+def test_connect_records_the_local_port_the_kernel_picked(tmp_path: Path) -> None:
+    features = detect_features(tracefs_root() or Path("/"))
+    if not (features.local_endpoints and features.fib_ports and features.fib6_ports):
+        pytest.skip(f"this kernel lacks the tracepoints of connect's local end: {features}")
+    with socket.create_server(("127.0.0.1", 0)) as v4, \
+            socket.create_server(("::1", 0), family=socket.AF_INET6) as v6, recording(tmp_path):
+        done = subprocess.run([sys.executable, "-c", CONNECTS, str(v4.getsockname()[1]),
+                               str(v6.getsockname()[1])], check=True, capture_output=True,
+                              text=True)
+    out = json.loads(done.stdout)
+    made = out["sockets"]
+    got = pq.read_table(tmp_path / "live.parquet", columns=[
+        "evt.type", "proc.pid", "fd.num", "fd.name", "fd.lip", "fd.lport", "fd.cport",
+        "evt.res"]).to_pylist()
+    connects = {r["fd.num"]: r for r in got if r["evt.type"] == "connect"
+                and r["proc.pid"] == out["pid"] and r["fd.lport"] is not None}
+    names = {}
+    for name, (fd, local_port, remote_port) in made.items():
+        row = connects[fd]
+        assert row["fd.lport"] == row["fd.cport"] == local_port, name
+        names[name] = row["fd.name"]
+        assert row["fd.name"].endswith(f":{remote_port}"), name
+    assert names["tcp4"] == f"127.0.0.1:{made['tcp4'][1]}->127.0.0.1:{made['tcp4'][2]}"
+    assert connects[made["tcp4-nonblocking"][0]]["evt.res"] == "EINPROGRESS"
+    assert names["tcp4-nonblocking"].startswith(f"127.0.0.1:{made['tcp4-nonblocking'][1]}->")
+    assert names["udp4"] == f"127.0.0.1:{made['udp4'][1]}->127.0.0.1:9"
+    assert names["tcp6"] == f"[::1]:{made['tcp6'][1]}->[::1]:{made['tcp6'][2]}"
+    # UDP over IPv6 picks its source address after the only route lookup it makes: the port
+    # is right, the address is left as ::
+    assert names["udp6"] == f"[::]:{made['udp6'][1]}->[::1]:9"
+    mapped = made["v4-mapped"]
+    assert names["v4-mapped"] == f"127.0.0.1:{mapped[1]}->127.0.0.1:{mapped[2]}"
+
+
+def test_exec_records_the_environment_of_short_lived_programs(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "SR_ENV_PROBE": "x1"}
+    with recording(tmp_path):
+        subprocess.run(["/bin/true", "sr-env"], check=True, env=env)  # gone before enrichment
+        subprocess.run(["/bin/true", "sr-env-big"], check=True,
+                       env={f"SR_BIG_{i:03}": "v" * 90 for i in range(100)})
+    got = pq.read_table(tmp_path / "live.parquet",
+                        columns=["evt.type", "proc.name", "proc.args", "proc.env"]).to_pylist()
+    execs = {r["proc.args"]: r["proc.env"] for r in got
+             if r["evt.type"] == "execve" and r["proc.name"] == "true"}
+    assert execs["sr-env"] == "PATH=/usr/bin:/bin SR_ENV_PROBE=x1"
+    # 100 entries of 102 bytes (NUL included): the whole entries that fit in env_max (4096
+    # bytes), or all of them if /proc still had the process when its execve was enriched
+    kept = execs["sr-env-big"].split(" ")
+    assert kept == [f"SR_BIG_{i:03}={'v' * 90}" for i in range(len(kept))]
+    assert len(kept) in (4096 // 102, 100)
+
+
+FD_CALLS = textwrap.dedent("""
+    import ctypes, fcntl, json, os, select, socket
+    libc = ctypes.CDLL(None, use_errno=True)
+    r, w = os.pipe()
+    a, b = socket.socketpair()
+    dup = fcntl.fcntl(r, fcntl.F_DUPFD_CLOEXEC, 50)
+    fcntl.fcntl(r, fcntl.F_GETFL)  # not recorded: it changes no fd
+    fcntl.fcntl(w, fcntl.F_SETFD, 0)
+    ep = select.epoll()
+    ev = os.eventfd(0)
+    assert libc.syscall(436, 50, 50, 0) == 0  # close_range(50, 50, 0)
+    print(json.dumps({"pipe": [r, w], "pair": [a.fileno(), b.fileno()], "dup": dup,
+                      "epoll": ep.fileno(), "eventfd": ev, "pid": os.getpid()}))
+""")
+
+
+def test_fd_creating_calls_are_recorded(tmp_path: Path) -> None:
+    with recording(tmp_path):
+        done = subprocess.run([sys.executable, "-c", FD_CALLS], check=True,
+                              capture_output=True, text=True)
+    made = json.loads(done.stdout)
+    got = pq.read_table(tmp_path / "live.parquet", columns=[
+        "evt.type", "proc.pid", "fd.num", "fd.type", "evt.args", "evt.arg.cmd",
+        "evt.rawres"]).to_pylist()
+    mine = [r for r in got if r["proc.pid"] == made["pid"]]
+    pipe = next(r for r in mine if r["evt.type"] == "pipe2")
+    r, w = made["pipe"]
+    assert pipe["evt.args"].startswith(f"res=0 fd1={r}(<p>) fd2={w}(<p>) ")
+    pair = next(r for r in mine if r["evt.type"] == "socketpair")
+    assert pair["fd.type"] == "unix"
+    assert f"fd1={made['pair'][0]}(<u>)" in pair["evt.args"]
+    commands = [(r["evt.arg.cmd"], r["fd.num"], r["evt.rawres"]) for r in mine
+                if r["evt.type"] == "fcntl"]
+    assert ("F_DUPFD_CLOEXEC", r, made["dup"]) in commands and ("F_SETFD", w, 0) in commands
+    assert not any(cmd == "F_GETFL" for cmd, _, _ in commands)
+    assert {c for c, _, _ in commands} <= {"F_DUPFD", "F_DUPFD_CLOEXEC", "F_SETFD"}
+    created = {r["evt.type"]: (r["fd.num"], r["fd.type"]) for r in mine}
+    assert created["epoll_create1"] == (made["epoll"], "eventpoll")
+    assert created["eventfd2"] == (made["eventfd"], "event")
+    # subprocess's child closes the fds it inherited with close_range before its exec, too
+    ranges = [r["evt.args"] for r in mine if r["evt.type"] == "close_range"]
+    assert "res=0 first=50 last=50 flags=0 " in ranges
+
+
+STALE = textwrap.dedent("""
+    import os, socket, sys
+    keep = open("/dev/null")  # fd 3, which the dynamic loader reuses after the exec
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))  # fd 4
+    assert (keep.fileno(), s.fileno()) == (3, 4)  # both close-on-exec, as Python opens them
+    sys.stdout.write("ready\\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+    # The kernel closes fds 3 and 4 at this exec; the shell's pipe then gets them, and the
+    # writing cat its stdout from fd 4.
+    os.execv("/bin/sh", ["sh", "-c", "cat /etc/hostname | cat > /dev/null"])
+""")
+
+
+def test_close_on_exec_fds_of_the_snapshot_die_at_exec(tmp_path: Path) -> None:
+    # What made a benign workload look like a reverse shell: a socket known from the /proc
+    # snapshot outlived the exec that closed it, and the pipe reusing its number looked like
+    # a network connection when the shell redirected stdin to it.
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            subprocess.Popen([sys.executable, "-c", STALE, str(server.getsockname()[1])],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None and child.stdin is not None
+            assert child.stdout.readline() == "ready\n"  # before the capture's snapshot
+            with recording(tmp_path):
+                child.stdin.write("go\n")
+                child.stdin.close()
+                assert child.wait(30) == 0
+        finally:
+            child.kill()
+    got = pq.read_table(tmp_path / "live.parquet", columns=[
+        "evt.type", "proc.pid", "proc.ppid", "fd.num", "fd.type", "evt.rawres"]).to_pylist()
+    tree = {child.pid} | {r["proc.pid"] for r in got if r["proc.ppid"] == child.pid}
+    dups = [r for r in got if r["evt.type"] in ("dup", "dup2", "dup3")
+            and r["proc.pid"] in tree and r["evt.rawres"] in (0, 1)]
+    assert {r["fd.type"] for r in dups if r["evt.rawres"] == 0} == {"pipe"}
+    assert {r["fd.type"] for r in dups if r["evt.rawres"] == 1} == {"pipe", "file"}  # /dev/null

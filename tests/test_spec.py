@@ -16,10 +16,10 @@ import xml.etree.ElementTree as ET
 from io import StringIO
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from event_traces import write_events
 from rich.console import Console
 
 import cli
@@ -31,8 +31,6 @@ from analyze.spec_render import render_report
 from analyze.spec_run import CaseRun, EngineResult
 from analyze.spec_suite import EXIT_FAILED, run_suite
 from analyze.spec_update import UpdateRefused, flow_list, new_expectations
-from capture.trace_writer import TraceWriter
-from schemas.trace import TraceMeta, arrow_schema
 
 T0 = 1_700_000_000_000_000_000
 EVENTS = {
@@ -94,14 +92,7 @@ tests:
 
 
 def write_trace(path: Path, events: dict[int, dict[str, str]]) -> Path:
-    schema = arrow_schema()
-    rows = [{"evt.num": n, "evt.time": T0 + n, "evt.dir": "<", **f} for n, f in events.items()]
-    names = dict.fromkeys(k for row in rows for k in row)
-    table = pa.table({k: pa.array([r.get(k) for r in rows], schema.field(k).type) for k in names})
-    with TraceWriter(path, TraceMeta(source="live", hostname="h")) as writer:
-        writer.write(table)
-        writer.close(drops={})
-    return path
+    return write_events(path, events, T0, {"evt.dir": "<"})
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,14 @@ from pathlib import Path
 
 import duckdb
 import engines_fixture as ef
-import pyarrow as pa
 import pytest
+from event_traces import write_events
 
 from analyze import semantics, sql_engine
 from analyze.engine_api import CompiledRule, RunOptions, selected_rules
 from analyze.resolve import load_rules
 from analyze.sql_engine import SqlEngine, SqlEngineError, build_query, sql_for_rules
 from analyze.trace_reader import open_trace
-from capture.trace_writer import TraceWriter
-from schemas.trace import TraceMeta, arrow_schema
 
 T0 = 1_700_000_000_000_000_000
 HOSTILE = "x'); COPY (SELECT 1) TO '/tmp/sysreplay-sql-engine-pwn' --"
@@ -57,6 +55,10 @@ CASES: dict[str, tuple[str, set[int]]] = {
     "exists": ("proc.name exists", {1, 2, 3, 4, 5}),
     "not-exists": ("not proc.name exists", {6}),
     "double-not": ("not not proc.name = cat", {1, 5}),
+    # a missing value is false inside and/or, and `not` of it is true
+    "not-or-missing": ("not (proc.name = cat or fd.name = /etc/passwd)", {2, 3, 4, 6}),
+    "not-and-missing": ("not (proc.name = cat and fd.typechar = f)", {2, 3, 4, 5, 6}),
+    "not-ne-missing": ("not fd.snet != 8.0.0.0/8", {1, 2, 3, 5, 6}),
     "lt": ("user.uid < 1000", {1}),
     "ge": ("user.uid >= 0", {1, 2}),
     "bool": ("evt.failed = false", {1}),
@@ -128,18 +130,15 @@ CASES: dict[str, tuple[str, set[int]]] = {
     "all-types": ("proc.name = cat or evt.num = 6", {1, 5, 6}),
     "restricted-types-skip-unknown": ("evt.type != openat and proc.name = cat", set()),
     "no-type-never-fires": ("evt.type = open and evt.type = close", set()),
+    # evt.type checks inside the condition, seen behind the rule's evt.type guard
+    "type-check-partly-decided": ("evt.type in (openat, execve) and "
+                                  "(evt.type = openat or proc.name = bash)", {1, 2}),
+    "type-check-decided-under-not": ("evt.type = openat and not evt.type in (execve)", {1}),
 }
 
 
 def write_trace(path: Path, events: Mapping[int, Mapping[str, object]]) -> Path:
-    schema = arrow_schema()
-    rows = [{"evt.num": n, "evt.time": T0 + n, **fields} for n, fields in events.items()]
-    names = dict.fromkeys(k for row in rows for k in row)
-    table = pa.table({k: pa.array([r.get(k) for r in rows], schema.field(k).type) for k in names})
-    with TraceWriter(path, TraceMeta(source="live", hostname="h")) as writer:
-        writer.write(table)
-        writer.close(drops={})
-    return path
+    return write_events(path, events, T0)
 
 
 @pytest.fixture(scope="module")
@@ -190,12 +189,15 @@ def test_build_query_looks_up_events(trace: Path) -> None:
         for events, want in (([1, 3, 4], [1, 3, 4]), ([], []), (None, [1, 2, 3, 4, 5, 6])):
             query = build_query(rules, ef.ALL, events=events)
             matches, candidates = sql_engine._matches(con, query)
-            assert sorted({m.evt_num for m in matches}) == want and candidates == []
+            assert sorted(set(matches.evt_nums.to_pylist())) == want
+            assert candidates.to_pylist() == []
         relaxed = build_query(rules, ef.ALL, relax=sql_engine.DEFERRED)
         assert [r.rule.name for i, r in enumerate(relaxed.rules) if i in relaxed.relaxed] == \
             ["ancestor"]
         matches, candidates = sql_engine._matches(con, relaxed)
-        assert {m.rule_name for m in matches} == {"any"} and candidates == [1, 2, 3, 4, 5, 6]
+        names = {r.index: r.rule.name for r in rules}
+        assert {names[i] for i in matches.rule_indexes.to_pylist()} == {"any"}
+        assert candidates.to_pylist() == [1, 2, 3, 4, 5, 6]
     finally:
         con.close()
 
@@ -286,9 +288,8 @@ def test_sql_for_rules_runs_and_agrees(trace: Path, rules: list[CompiledRule],
             con.execute(statement)
         found: dict[str, set[int]] = {r.rule.name: set() for r in rules}
         runnable = build_query(rules, ef.ALL).rules
-        for evt_num, hits, _ in con.execute(query).fetchall():
-            for position in hits:
-                found[runnable[position].rule.name].add(evt_num)
+        for evt_num, position in con.execute(query).fetchall():  # one row per match
+            found[runnable[position].rule.name].add(evt_num)
     finally:
         con.close()
     assert found == selected

@@ -28,7 +28,7 @@ from analyze.sql_translate import (
     translate,
 )
 
-L = "coalesce"  # every leaf is wrapped: coalesce(<check>, false)
+L = "coalesce"  # a NULL check is false: coalesce(<condition>, false), and under each `not`
 
 # (condition, the translation with values inlined). Values are parameters when the engine runs.
 GOLDEN = [
@@ -67,15 +67,16 @@ GOLDEN = [
      f"""{L}(("fd.sport" = 53::BIGINT OR "fd.sport" = 8080::BIGINT), false)"""),
     ("fd.name exists", f"""{L}(("fd.name" IS NOT NULL), false)"""),
     ("not fd.name exists", f"""(NOT {L}(("fd.name" IS NOT NULL), false))"""),
+    # NULL flows through and/or (monotone): one coalesce around them, and one under each `not`
     ("fd.num = 1 or fd.num = 2",
-     f"""({L}(("fd.num" = 1::BIGINT), false) OR {L}(("fd.num" = 2::BIGINT), false))"""),
+     f"""{L}((("fd.num" = 1::BIGINT) OR ("fd.num" = 2::BIGINT)), false)"""),
     ("proc.name = a and not fd.num = 2",
-     f"""({L}(("proc.name" = 'a'::VARCHAR), false) AND """
-     f"""(NOT {L}(("fd.num" = 2::BIGINT), false)))"""),
+     f"""{L}((("proc.name" = 'a'::VARCHAR) AND """
+     f"""(NOT {L}(("fd.num" = 2::BIGINT), false))), false)"""),
     # long and/or: one item per line, indented by depth (`analyze sql` shows this text)
     ("proc.name = a and (fd.num = 1 or not fd.num = 2)",
-     f"""(\n{" " * 12}{L}(("proc.name" = 'a'::VARCHAR), false)\n{" " * 12}AND """
-     f"""({L}(("fd.num" = 1::BIGINT), false) OR (NOT {L}(("fd.num" = 2::BIGINT), false))))"""),
+     f"""{L}((\n{" " * 12}("proc.name" = 'a'::VARCHAR)\n{" " * 12}AND """
+     f"""(("fd.num" = 1::BIGINT) OR (NOT {L}(("fd.num" = 2::BIGINT), false)))), false)"""),
     # ancestors: bare = any from the parent up (SQL index 2); [N] = SQL index N + 1
     ("proc.aname = bash",
      f"""{L}(list_bool_or(list_transform("proc.aname"[2:], lambda v1: """
@@ -91,8 +92,8 @@ GOLDEN = [
      f"""{L}((v1 = 's'::VARCHAR), false))) = 1, false)"""),
     # filter-only fd fields
     ("fd.ip = 8.8.8.8",
-     f"""({L}((sysreplay_ip_key("fd.cip") = '4:{"00001000" * 4}'::VARCHAR), false) """
-     f"""OR {L}((sysreplay_ip_key("fd.sip") = '4:{"00001000" * 4}'::VARCHAR), false))"""),
+     f"""{L}(((sysreplay_ip_key("fd.cip") = '4:{"00001000" * 4}'::VARCHAR) """
+     f"""OR (sysreplay_ip_key("fd.sip") = '4:{"00001000" * 4}'::VARCHAR)), false)"""),
     ("fd.port != 53",
      f"""{L}(list_bool_and(list_filter([("fd.cport" <> 53::BIGINT), ("fd.sport" <> 53::BIGINT)], """
      """lambda c: c IS NOT NULL)), false)"""),
@@ -344,5 +345,28 @@ def test_relax_keeps_a_superset() -> None:
                            "fd.num = 1)")
     sql = inline_params(relaxed.sql(tree), relaxed.params.values)
     assert " ".join(sql.split()) == (
-        """( coalesce(("proc.name" = 'a'::VARCHAR), false) AND (NOT false) """
-        """AND (true OR coalesce(("fd.num" = 1::BIGINT), false)))""")
+        """(("proc.name" = 'a'::VARCHAR) AND (NOT false) AND (true OR ("fd.num" = 1::BIGINT)))""")
+
+
+# ---- evt.type checks behind the engine's evt.type guard ----------------------------------------
+
+
+@pytest.mark.parametrize(("condition", "expected"), [
+    ("evt.type in (open, openat, openat2)", "true"),
+    ("evt.type = open", None),  # openat events differ: left to SQL
+    ("evt.type == execve", "false"),
+    ("evt.type != execve", "true"),
+    ("evt.type != open", None),
+    ("evt.type in (execve, clone)", "false"),
+    ("not evt.type in (open, openat)", "(NOT true)"),
+    ("evt.type startswith open", None),  # only =, ==, != and in are decided
+    ("toupper(evt.type) = OPEN", None),
+])
+def test_event_types_decide_evt_type_checks(condition: str, expected: str | None) -> None:
+    generator = SqlGenerator(event_types=frozenset({"open", "openat"}))
+    sql = generator.sql(parse_condition(condition))
+    if expected is None:
+        assert '"evt.type"' in sql
+    else:
+        assert sql == expected
+    assert '"evt.type"' in SqlGenerator().sql(parse_condition(condition))
