@@ -130,6 +130,22 @@ class TableEngine(Engine, Protocol):
         ...
 
 
+class RunFromTable:
+    """`Engine.run` for an engine whose `run_table` does the work: the Match objects from it."""
+
+    def run_table(
+        self, trace: Sequence[str | Path], rules: Sequence[CompiledRule], options: RunOptions
+    ) -> MatchTable:
+        raise NotImplementedError
+
+    def run(
+        self, trace: Sequence[str | Path], rules: Sequence[CompiledRule], options: RunOptions
+    ) -> list[Match]:
+        """Every match, sorted by (evt_num, rule_index), honouring `options.rule_matching`."""
+        names = {r.index: r.rule.name for r in rules}
+        return [Match(n, i, names[i]) for n, i in self.run_table(trace, rules, options).pairs()]
+
+
 def priority_rank(priority: str) -> int:
     """0 for Emergency (most severe) ... 7 for Debug, as Falco orders them."""
     return PRIORITIES.index(priority)

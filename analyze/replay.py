@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analyze.engine_api import CompiledRule, Match, MatchTable, RunOptions, Skipped
+from analyze.engine_api import CompiledRule, MatchTable, RunFromTable, RunOptions, Skipped
 from analyze.errors import RuleError, RuleWarning
 from analyze.evttypes import matches_all
 from analyze.replay_compile import CompiledCondition, Node, compile_condition
@@ -213,7 +213,7 @@ def _group(rules: list[ReplayRule]) -> tuple[TypeGroup, ...]:
 # ---- the engine --------------------------------------------------------------------------------
 
 
-class ReplayEngine:
+class ReplayEngine(RunFromTable):
     """Replays a trace through rules in-process, with vectorized Arrow evaluation.
 
         rules, skipped = selected_rules(load_rules(paths), options)
@@ -238,12 +238,6 @@ class ReplayEngine:
         plan = compile_rules(rules, skip_errors=skip)
         self.warnings, self.skipped = list(plan.warnings), list(plan.skipped)
         return plan
-
-    def run(self, trace: Sequence[str | Path], rules: Sequence[CompiledRule],
-            options: RunOptions) -> list[Match]:
-        """Every match, sorted by (evt_num, rule_index), honouring `options.rule_matching`."""
-        names = {r.index: r.rule.name for r in rules}
-        return [Match(n, i, names[i]) for n, i in self.run_table(trace, rules, options).pairs()]
 
     def run_table(self, trace: Sequence[str | Path], rules: Sequence[CompiledRule],
                   options: RunOptions) -> MatchTable:

@@ -59,7 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyze import ast
-from analyze.engine_api import CompiledRule, Match, MatchTable, RunOptions
+from analyze.engine_api import CompiledRule, MatchTable, RunFromTable, RunOptions
 from analyze.errors import RuleError
 from analyze.evttypes import matches_all
 from analyze.query import VIEW, connect
@@ -196,16 +196,10 @@ def sql_for_rules(rules: Sequence[CompiledRule], options: RunOptions | None = No
             f"{query.inline()};\n")
 
 
-class SqlEngine:
+class SqlEngine(RunFromTable):
     """Runs rules as DuckDB queries over the trace's Parquet files (see the module docstring)."""
 
     name = "sql"
-
-    def run(self, trace: Sequence[str | Path], rules: Sequence[CompiledRule],
-            options: RunOptions) -> list[Match]:
-        """Every match, sorted by (evt_num, rule_index), honouring `options.rule_matching`."""
-        names = {r.index: r.rule.name for r in rules}
-        return [Match(n, i, names[i]) for n, i in self.run_table(trace, rules, options).pairs()]
 
     def run_table(self, trace: Sequence[str | Path], rules: Sequence[CompiledRule],
                   options: RunOptions) -> MatchTable:
