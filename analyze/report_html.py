@@ -29,7 +29,7 @@ from analyze.engine_api import Skipped
 from analyze.errors import RuleWarning
 from analyze.report_svg import esc, stack_by_priority, timeline_svg
 from analyze.run import RunResult
-from analyze.run_render import format_duration, time_range
+from analyze.run_render import drops_text, format_duration, time_range
 
 # Rows of the alert list. Measured (bench/bench_report_html.py): 10,000 rows make a 4.6 MB page
 # that headless chromium opens in about 2 s, start included; all 143,904 rows of a run made 56 MB
@@ -133,7 +133,7 @@ def summary_section(result: RunResult, stats: AlertStats) -> str:
         ("Host", esc(", ".join(info.hostnames)) or "unknown"),
         ("Time", esc(time_range(result))),
         ("Events", f"{result.events:,} analysed"),
-        ("Drops", _drops(result)),
+        ("Drops", drops_text(result, esc)),
         ("Engine", f"{esc(result.engine)}, rule matching: {esc(result.options.rule_matching)}"),
         ("Rule files", "<br>".join(esc(f) for f in result.rule_files) or "none"),
         ("Rules", f"{len(result.rules_run):,} run, {len(result.all_skipped):,} skipped"
@@ -143,14 +143,6 @@ def summary_section(result: RunResult, stats: AlertStats) -> str:
     ]
     items = "\n".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
     return f'<section id="summary"><h2>Summary</h2>\n<dl class="summary">\n{items}\n</dl></section>'
-
-
-def _drops(result: RunResult) -> str:
-    info = result.info
-    if info.dropped is None:
-        return "unknown (the capture does not record its drops)"
-    detail = ", ".join(f"{k} {v:,}" for k, v in sorted(info.drops.items()) if v)
-    return f"{info.dropped:,}" + (f" ({esc(detail)})" if detail else "")
 
 
 def _rule_filters(result: RunResult) -> list[str]:

@@ -10,7 +10,7 @@ note saying how many were left out, so a noisy run still fits on a screen.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.console import Group, RenderableType
 from rich.markup import escape
@@ -71,7 +71,7 @@ def summary_panel(result: RunResult, stats: AlertStats) -> Panel:
         "Time:     " + time_range(result),
         f"Events:   {result.events:,} analysed in {result.engine_seconds:.3f} s "
         f"({result.events_per_second:,.0f} events/s); wall time {result.total_seconds:.3f} s",
-        "Drops:    " + _drops(result),
+        "Drops:    " + drops_text(result),
         f"Engine:   {escape(result.engine)}, rule matching: {result.options.rule_matching}",
         f"Rules:    {len(result.rules_run):,} run, {len(result.all_skipped):,} skipped"
         + _rule_filters(result),
@@ -93,12 +93,14 @@ def time_range(result: RunResult) -> str:
     return f"{rfc3339(start)} to {until} ({format_duration(end - start)}{note})"
 
 
-def _drops(result: RunResult) -> str:
+def drops_text(result: RunResult, quote: Callable[[str], str] = escape) -> str:
+    """The trace's drops and their kinds; `quote` makes a kind (trace metadata) safe for the
+    output: rich markup escaping here, HTML escaping in the page."""
     info = result.info
     if info.dropped is None:
         return "unknown (the capture does not record its drops)"
-    detail = ", ".join(f"{escape(k)} {v:,}" for k, v in sorted(info.drops.items()) if v)
-    return f"{info.dropped:,}" + (f" ({detail})" if detail else "")
+    detail = ", ".join(f"{k} {v:,}" for k, v in sorted(info.drops.items()) if v)
+    return f"{info.dropped:,}" + (f" ({quote(detail)})" if detail else "")
 
 
 def _rule_filters(result: RunResult) -> str:
