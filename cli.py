@@ -319,6 +319,10 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
         return
     if rule_files:
         click.echo(_rule_syscalls_line(options), err=True)
+    elif options.recorded().state:
+        recorded = options.recorded()
+        click.echo(f"Rows of {', '.join(recorded.rows)}; for the process and fd tables only: "
+                   f"{', '.join(recorded.state)}.", err=True)
     if not options.rotating and os.path.isdir(output):
         raise click.UsageError(f"{output} is a directory: name a file, or rotate (--rotate-size, "
                                "--rotate-seconds) to write segments into it.")

@@ -44,7 +44,7 @@ from capture.bpf_render import ProgramOptions, arch_supported, render, resolve_s
 from capture.enrich import Enricher
 from capture.probe import Features, Probe, detect_features, tracefs_root
 from capture.rows import RowBatch
-from capture.rule_syscalls import RuleSyscalls, syscalls_for_rules
+from capture.rule_syscalls import RuleSyscalls, syscalls_for_choice, syscalls_for_rules
 from capture.trace_writer import DEFAULT_ROW_GROUP_ROWS, TraceWriter
 from schemas.trace import ANCESTOR_DEPTH, SOURCE_LIVE, TraceError, TraceMeta
 
@@ -92,12 +92,19 @@ class RecordOptions:
         """The syscalls the `rules` files need (None without rule files)."""
         return syscalls_for_rules(self.rules) if self.rules else None
 
+    def recorded(self) -> RuleSyscalls:
+        """What the program records: as rows (the rules' syscalls, or the preset or list), and
+        for the process and fd tables only (rule_syscalls.py)."""
+        for_rules = self.rule_syscalls()
+        if for_rules is not None:
+            return for_rules
+        return syscalls_for_choice(
+            resolve_syscalls(self.preset, self.extra_syscalls, self.syscalls))
+
     def program(self, self_tgid: int, features: Features) -> ProgramOptions:
         pages = self.ringbuf_bytes // os.sysconf("SC_PAGE_SIZE")
-        for_rules = self.rule_syscalls()
         return ProgramOptions(
-            syscalls=for_rules.syscalls if for_rules is not None
-            else resolve_syscalls(self.preset, self.extra_syscalls, self.syscalls),
+            syscalls=self.recorded().syscalls,
             self_tgid=self_tgid, pids=self.pids, follow_tgids=self.follow_pids, comms=self.comms,
             exclude_comms=self.exclude_comms, ringbuf_pages=pages,
             path_slot=self.path_max, arg_slot=self.arg_max, max_args=self.max_args,
@@ -468,10 +475,10 @@ def record(options: RecordOptions, output: Path | str,
     program = options.program(os.getpid(), detect_features(tracefs))
     meta = TraceMeta(source=SOURCE_LIVE, hostname=socket.gethostname(),
                      kernel=platform.release(), options=_meta_options(options, program))
-    for_rules = options.rule_syscalls()
+    recorded = options.recorded()
     enricher = Enricher(time.time_ns() - time.monotonic_ns(),
                         runtime_sockets=options.runtime_sockets, containers=options.containers,
-                        row_syscalls=for_rules.rows if for_rules is not None else None)
+                        row_syscalls=recorded.rows if recorded.state else None)
     enricher.snapshot()
     meta = replace(meta, options={**meta.options, **enricher.meta_options()})
     out = _Output(target, options, meta, segmented=options.rotating or cut is not None)
@@ -507,9 +514,9 @@ def _meta_options(options: RecordOptions, program: ProgramOptions) -> dict[str, 
     data = asdict(options)
     data.update(syscalls=list(program.syscalls), ancestor_depth=ANCESTOR_DEPTH,
                 has_group_dead=program.has_group_dead, local_endpoints=program.local_endpoints)
-    for_rules = options.rule_syscalls()
-    if for_rules is not None:  # the trace holds rows of these only
-        data.update(row_syscalls=list(for_rules.rows))
+    recorded = options.recorded()
+    if recorded.state:  # the trace holds rows of these only
+        data.update(row_syscalls=list(recorded.rows))
     return data
 
 

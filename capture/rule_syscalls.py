@@ -34,6 +34,17 @@ STATE_SYSCALLS = frozenset({
     "socket", "connect", "bind", "listen", "accept", "accept4", "memfd_create",
 })
 _CAPTURABLE = tuple(s.name for s in SYSCALLS)
+# The part of the state set that keeps `proc.*` right (exec, cwd, ids, parentage and the fds a
+# child inherits): few calls, recorded under any syscall choice.
+PROCESS_STATE = frozenset({
+    "execve", "execveat", "chdir", "fchdir",
+    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid",
+    "clone", "clone3", "fork", "vfork",
+})
+# Rows that say nothing through the fd table (no fd argument is resolved for them): a choice of
+# only these (`--preset exec`) does not need the fd calls, which are most of a machine's volume.
+_FD_FREE_ROWS = PROCESS_STATE | {"ptrace", "unshare", "mount", "umount2", "pivot_root",
+                                 "init_module", "kill"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,20 @@ class RuleSyscalls:
         """Everything the program records, in the syscall table's order."""
         wanted = set(self.rows) | set(self.state)
         return tuple(n for n in _CAPTURABLE if n in wanted)
+
+
+def syscalls_for_choice(names: Sequence[str]) -> RuleSyscalls:
+    """What a capture of the syscalls `names` (a preset or `--syscalls`) records: those as rows,
+    and, for the tables only, the process state set, plus the fd state set unless every row is
+    fd-free. Without them a `--syscalls` list lost fork's copy of the parent's fds (no clone
+    recorded) or left a closed fd's path on the next row that used its number."""
+    chosen = set(names)
+    wanted = set(PROCESS_STATE)
+    if not chosen <= _FD_FREE_ROWS:
+        wanted |= STATE_SYSCALLS
+    rows = tuple(n for n in _CAPTURABLE if n in chosen)
+    state = tuple(n for n in _CAPTURABLE if n in wanted and n not in chosen)
+    return RuleSyscalls(rows, state, (), 0)
 
 
 def syscalls_for_rules(paths: Sequence[str | Path]) -> RuleSyscalls:

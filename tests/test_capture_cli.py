@@ -98,13 +98,23 @@ def test_unknown_syscall_is_one_message(tmp_path: Path) -> None:
     assert not (tmp_path / "t.parquet").exists()
 
 
+def test_a_syscall_list_with_fds_records_the_fd_calls_unwritten(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor.os, "geteuid", lambda: 1000)
+    result = run("record", "-o", "t.parquet", "--print-bpf", "--syscalls", "openat")
+    assert result.exit_code == 0, result.output
+    assert "/* close */" in result.output and "/* clone */" in result.output
+
+
 def test_print_bpf_renders_the_filters_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(doctor.os, "geteuid", lambda: 1000)
-    result = run("record", "-o", "t.parquet", "--print-bpf", "--syscalls", "execve,openat",
+    result = run("record", "-o", "t.parquet", "--print-bpf", "--syscalls", "execve",
                  "--pid", "42", "--exclude-comm", "sshd")
     assert result.exit_code == 0, result.output
     assert "RAW_TRACEPOINT_PROBE(sys_enter)" in result.output
-    assert "case 59: /* execve */" in result.output and "/* close */" not in result.output
+    # execve is fd-free: the process state set comes along, the fd calls do not.
+    assert "case 59: /* execve */" in result.output and "/* setuid */" in result.output
+    assert "/* close */" not in result.output
     assert "switch (tgid) { case 42: break; default: return 0; }" in result.output
     sshd = "(comm[0] ^ 115) | (comm[1] ^ 115) | (comm[2] ^ 104) | (comm[3] ^ 100) | (comm[4] ^ 0)"
     assert f"    if ((({sshd}) == 0))\n        return 0;" in result.output

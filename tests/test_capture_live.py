@@ -177,6 +177,25 @@ def test_rules_record_their_syscalls_and_write_only_theirs(tmp_path: Path) -> No
     assert options["rules"] == [rules] and "close" not in options["row_syscalls"]
 
 
+def test_a_syscall_list_keeps_the_tables_right_without_writing_them(tmp_path: Path) -> None:
+    # Only fchmod is asked for; the child's fchmod uses an fd opened by its parent before the
+    # fork, so its fd.name needs the open and the fork (recorded, applied, not written).
+    target = tmp_path / "target.txt"
+    target.write_text("x")
+    script = ("import os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\npid = os.fork()\n"
+              "if pid == 0:\n    os.fchmod(fd, 0o644)\n    os._exit(0)\nos.waitpid(pid, 0)\n")
+    with recording(tmp_path, syscalls=("fchmod",)) as stats:
+        subprocess.run([sys.executable, "-c", script, str(target)], check=True)
+    result = stats()
+    assert {"fchmod", "openat", "clone", "close"} <= set(result.syscalls)
+    got = rows(tmp_path / "live.parquet")
+    assert {r["evt.type"] for r in got} == {"fchmod"}
+    ours = [r for r in got if r["fd.name"] == str(target)]
+    assert len(ours) == 1 and ours[0]["proc.pname"] == Path(sys.executable).name[:15]
+    meta = TraceMeta.from_kv(pq.ParquetFile(tmp_path / "live.parquet").metadata.metadata)
+    assert meta.options["row_syscalls"] == ["fchmod"]
+
+
 def test_rotation_writes_segments_read_as_one_trace(tmp_path: Path) -> None:
     with recording(tmp_path, rotate_seconds=0.5) as stats:
         for _ in range(3):

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 import cli
 from capture import doctor
-from capture.rule_syscalls import STATE_SYSCALLS, syscalls_for_rules
+from capture.bpf_render import resolve_syscalls
+from capture.rule_syscalls import STATE_SYSCALLS, syscalls_for_choice, syscalls_for_rules
 
 RULES = """
 - macro: opened
@@ -83,3 +84,22 @@ def test_a_rule_file_that_does_not_load_is_one_message(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and "bad.yaml" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_choice_of_syscalls_records_the_state_set_unwritten() -> None:
+    found = syscalls_for_choice(["fchmod", "openat"])
+    assert found.rows == ("openat", "fchmod")
+    assert {"clone", "execve", "close", "dup2", "setuid"} <= set(found.state)
+    assert not set(found.rows) & set(found.state)
+
+
+def test_an_fd_free_choice_adds_only_the_process_state() -> None:
+    found = syscalls_for_choice(resolve_syscalls("exec"))
+    assert "close" not in found.state and "openat" not in found.state
+    assert set(found.state) == {"setuid", "setgid", "setreuid", "setregid", "setresuid",
+                                "setresgid"}
+
+
+def test_the_default_preset_is_all_rows() -> None:
+    found = syscalls_for_choice(resolve_syscalls("default"))
+    assert found.state == () and "close" in found.rows
