@@ -260,9 +260,12 @@ def _comma_list(ctx: click.Context, param: click.Parameter, value: str | None
               "enrichment.")
 @click.option("--runtime-socket", "runtime_sockets", multiple=True,
               type=click.Path(exists=True, dir_okay=False),
-              help="A Docker Engine API socket (Docker, podman) to ask for container names and "
-              "images (repeatable). Default: $DOCKER_HOST (unix://), /var/run/docker.sock, "
-              "/run/podman/podman.sock, those that exist.")
+              help="A container runtime socket to ask for container names and images "
+              "(repeatable): Docker Engine API (Docker, podman) or CRI (containerd, CRI-O), "
+              "each container asked in its runtime's API. Default: $DOCKER_HOST and "
+              "$CONTAINER_RUNTIME_ENDPOINT (unix://), /var/run/docker.sock, "
+              "/run/podman/podman.sock, /run/containerd/containerd.sock, /run/crio/crio.sock, "
+              "/run/k3s/containerd/containerd.sock, those that exist.")
 @click.option("--rotate-size", "rotate_bytes", type=ByteSize(),
               help="Start a new segment at this size (256MB, 1G); OUTPUT becomes a directory.")
 @click.option("--rotate-seconds", type=Duration(),
@@ -285,10 +288,9 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
     starts an excluded program is still recorded. --container runs in user space (the kernel's
     only container handle is the cgroup-v2 id, which a container on cgroup v1 does not have):
     every event still reaches the capture, which keeps those of processes in the named
-    containers. Container names and images come from the runtime's API (Docker or podman
-    socket); containerd and CRI-O (gRPC) are not asked: their rows have container.id and
-    container.type only. Progress shows on stderr; the last line sums up events, drops and
-    bytes/event.
+    containers. Container names and images come from the runtime's API: the Docker Engine API
+    for Docker and podman, the CRI (gRPC) for containerd and CRI-O. Progress shows on stderr;
+    the last line sums up events, drops and bytes/event.
 
     \b
     Example:
@@ -297,6 +299,7 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
         capture record -o nginx.parquet --comm nginx --preset all --duration 30s
         capture record -o build.parquet --follow 4242 --duration 5m
         capture record -o web.parquet --container web --runtime-socket /run/podman/podman.sock
+        capture record -o pod.parquet --runtime-socket /run/k3s/containerd/containerd.sock
         capture record -o t.parquet --rules rules/sysreplay_rules.yaml --duration 1h
     """
     from capture.record import RecordOptions, program_text

@@ -14,8 +14,9 @@ dropped.
 
 A selector is `host`, a container id (12 to 64 hex digits: its first 12 must be the container's
 `container.id`), or anything else, which is a name (or id prefix) for the runtime to resolve:
-resolved at start when the runtime knows it, and matched against the name of every container
-that appears later.
+resolved at start when a Docker Engine API runtime knows it, and matched against the name of
+every container first seen (a CRI runtime is asked by id only, so its containers' names are
+matched that way, running ones included).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from capture.container_runtime import DOCKER_API_TYPES, ContainerRuntimes
+from capture.container_runtime import RUNTIME_TYPES, ContainerRuntimes
 from capture.proc_table import Proc
 from schemas.trace import TraceError
 
@@ -53,7 +54,8 @@ class ContainerSelection:
         ids = {s[:12] for s in selectors if _CONTAINER_ID.fullmatch(s)}
         names = {s for s in selectors if s != "host" and not _CONTAINER_ID.fullmatch(s)}
         if names and not runtimes.ping():
-            tried = ", ".join(runtimes.sockets) or "no socket found"
+            tried = ", ".join(dict.fromkeys((*runtimes.sockets, *runtimes.cri_sockets))) \
+                or "no socket found"
             raise ContainerSelectionError(
                 f"--container {sorted(names)[0]}: a container name needs the runtime's API, and "
                 f"no container runtime socket answered ({tried}). Give the container id (12 or "
@@ -77,7 +79,7 @@ class ContainerSelection:
             return self.host
         if cid in self.ids:
             return True
-        if not self.names or proc.container_type not in DOCKER_API_TYPES:
+        if not self.names or proc.container_type not in RUNTIME_TYPES:
             return False
-        info = self.runtimes.lookup(cid)
+        info = self.runtimes.lookup(cid, proc.container_type)
         return info is not None and info.name in self.names

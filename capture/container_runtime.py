@@ -1,25 +1,26 @@
-"""Container names and images from the engine's API, as Falco's container plugin gets them.
+"""Container names and images from the runtime's API, as Falco's container plugin gets them.
 
 The kernel tells a process's container only by its cgroup path (capture/proc_table.py
 `container_of`: id and runtime type). Name, image and the other `container.*` fields come from the
-engine that runs the container:
+runtime that runs the container, over its unix socket, in the API that runtime speaks:
 
-- `ContainerInfo` (and `Mount`): what Falco's `container.*` fields need from a Docker Engine API
-  `GET /containers/{id}/json` answer, parsed by `parse_inspect` the way libsinsp's docker source
-  does (name without its leading '/', `Config.Image`, the image id from `Image`, repository/tag/
-  digest split by `split_image` and completed from `GET /images/{id}/json`, `HostConfig.Privileged`,
-  `Config.Labels`, `Mounts`).
-- `EngineClient`: that API over one unix socket (stdlib http.client on an AF_UNIX socket), with a
-  short timeout. Docker's socket and podman's Docker-compatible socket speak it.
-- `ContainerRuntimes`: the sockets to ask (given ones; else `DOCKER_HOST=unix://...` and the usual
-  paths that exist), one answer cached per container (misses too, retried after a while), and a
-  socket that fails (absent, refusing, silent, answering garbage) left alone for a while: a lookup
-  never raises and never stalls the capture loop for more than the timeout.
+- Docker and podman: the Docker Engine API (podman's socket is Docker-compatible). `parse_inspect`
+  reads a `GET /containers/{id}/json` answer the way libsinsp's docker source does (name without
+  its leading '/', `Config.Image`, the image id from `Image`, repository/tag/digest split by
+  `split_image` and completed from `GET /images/{id}/json`, `HostConfig.Privileged`,
+  `Config.Labels`, `Mounts`); `EngineClient` asks it (stdlib http.client on an AF_UNIX socket).
+- containerd and CRI-O: the Kubernetes CRI over gRPC (capture/cri_runtime.py `CriClient`).
+- `ContainerRuntimes`: which sockets to ask for a container, chosen by its `container.type` (the
+  form of its cgroup path): the given sockets (`--runtime-socket`), else each API's usual ones
+  that exist. One answer is cached per container (misses too, retried after a while); a socket
+  that fails (absent, refusing, silent, answering garbage) is left alone for a while, and one
+  that answered in one API is not asked in the other: a lookup never raises and never stalls
+  the capture loop for more than the timeout.
 - `serve_engine_api`: a minimal stand-in of the Docker Engine API, served from a thread on a unix
-  socket, for sandboxes and tests on machines where no engine runs.
+  socket, for sandboxes and tests on machines where no engine runs (capture/cri_standin.py is
+  the CRI's).
 
-containerd and CRI-O speak CRI over gRPC, not this API: their containers keep `container.id` and
-`container.type` from the cgroup path, with no name or image (not implemented).
+`ContainerInfo`, `Mount`, `split_image` and `EngineUnavailable` live in capture/container_info.py.
 """
 
 from __future__ import annotations
@@ -40,74 +41,34 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-LOOKUP_TIMEOUT = 0.1  # seconds per socket operation: a lookup runs inside the capture loop
+from capture.container_info import (
+    LOOKUP_TIMEOUT,
+    MAX_BODY,
+    ContainerInfo,
+    EngineUnavailable,
+    Mount,
+    split_image,
+)
+from capture.cri_runtime import CriClient
+
 SOCKET_BACKOFF = 30.0  # seconds a failing socket is left alone
 MISS_RETRY = 10.0  # seconds before a container the engines did not know is asked for again
-MAX_BODY = 8 << 20  # an inspect answer is a few KiB; more is not an engine we understand
 DEFAULT_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock")
-DOCKER_API_TYPES = frozenset({"docker", "podman"})  # container.type values this API serves
+# containerd's, CRI-O's, k3s's containerd and Bottlerocket's host containerd (libsinsp's list)
+DEFAULT_CRI_SOCKETS = ("/run/containerd/containerd.sock", "/run/crio/crio.sock",
+                       "/run/k3s/containerd/containerd.sock",
+                       "/run/host-containerd/containerd.sock")
+DOCKER_API, CRI_API = "docker", "cri"
+DOCKER_API_TYPES = frozenset({"docker", "podman"})  # container.type values each API serves
+CRI_TYPES = frozenset({"containerd", "cri-o"})
+RUNTIME_TYPES = DOCKER_API_TYPES | CRI_TYPES  # those a runtime can say more about
+# A socket whose path names the container's runtime is asked first.
+_PATH_HINT = {"docker": "docker", "podman": "podman", "containerd": "containerd", "cri-o": "crio"}
 STANDIN_API_VERSION = "1.43"
 _API_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
 
 
-@dataclass(frozen=True)
-class Mount:
-    """One `Mounts` entry; `str()` is Falco's `source:dest:mode:rdrw:propagation`."""
-
-    source: str
-    dest: str
-    mode: str = ""
-    rw: bool = True
-    propagation: str = ""
-
-    def __str__(self) -> str:
-        rw = "true" if self.rw else "false"
-        return f"{self.source}:{self.dest}:{self.mode}:{rw}:{self.propagation}"
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    """What the engine says about one container (the fields Falco's container.* need)."""
-
-    id: str  # the full id, as the engine reports it
-    name: str
-    image: str  # Config.Image: the name the container was started from
-    image_id: str = ""  # the image's sha256, without "sha256:"
-    image_repository: str = ""
-    image_tag: str = ""
-    image_digest: str = ""
-    privileged: bool = False
-    labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs
-    mounts: tuple[Mount, ...] = ()
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:12]
-
-    @property
-    def mounts_text(self) -> str:
-        """`container.mounts`: the mounts comma-joined, as the container plugin writes them."""
-        return ",".join(str(m) for m in self.mounts)
-
-    def label(self, key: str) -> str | None:
-        return next((v for k, v in self.labels if k == key), None)
-
-
 # ---- the Docker Engine API's JSON --------------------------------------------------------------
-
-def split_image(image: str) -> tuple[str, str, str]:
-    """(repository, tag, digest) of an image reference, split like libsinsp's
-    `split_container_image(..., split_repo=false)`: `registry:5000/org/app:1.2@sha256:ab` ->
-    ("registry:5000/org/app", "1.2", "sha256:ab")."""
-    prefix, slash, rest = image.partition("/")
-    if not slash:
-        prefix, rest = "", image
-    else:
-        prefix += "/"
-    named, at, digest = rest.partition("@")
-    name, _, tag = named.partition(":")
-    return prefix + name, tag, digest if at else ""
-
 
 def parse_inspect(doc: Any) -> ContainerInfo | None:
     """A `GET /containers/{id}/json` answer as a ContainerInfo; None when it is not one."""
@@ -173,10 +134,6 @@ def _str(value: Any) -> str:
 
 # ---- the client ---------------------------------------------------------------------------------
 
-class EngineUnavailable(Exception):
-    """The socket could not be asked (absent, refused, timed out) or did not speak the API."""
-
-
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
@@ -215,7 +172,7 @@ class EngineClient:
             raise EngineUnavailable(f"{self.path}: answer larger than {MAX_BODY} bytes")
         try:
             return response.status, json.loads(body) if body.strip() else None
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             raise EngineUnavailable(f"{self.path}: not JSON ({exc})") from exc
 
     def ping(self) -> bool:
@@ -254,8 +211,8 @@ def _quote(ref: str) -> str:
 
 def candidate_sockets(explicit: Sequence[str] = (),
                       environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """The sockets to ask: the given ones; else DOCKER_HOST (unix:// only) and the usual
-    Docker and podman paths, those that exist."""
+    """The Docker Engine API sockets to ask: the given ones; else DOCKER_HOST (unix:// only)
+    and the usual Docker and podman paths, those that exist."""
     if explicit:
         return tuple(dict.fromkeys(explicit))
     environ = os.environ if environ is None else environ
@@ -267,50 +224,108 @@ def candidate_sockets(explicit: Sequence[str] = (),
     return tuple(p for p in dict.fromkeys(found) if Path(p).exists())
 
 
+def candidate_cri_sockets(explicit: Sequence[str] = (),
+                          environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The CRI sockets to ask: the given ones; else CONTAINER_RUNTIME_ENDPOINT (unix:// only,
+    as crictl reads it) and the usual containerd and CRI-O paths, those that exist."""
+    if explicit:
+        return tuple(dict.fromkeys(explicit))
+    environ = os.environ if environ is None else environ
+    endpoint = environ.get("CONTAINER_RUNTIME_ENDPOINT", "")
+    found = [endpoint[len("unix://"):]] if endpoint.startswith("unix://") else []
+    found += DEFAULT_CRI_SOCKETS
+    return tuple(p for p in dict.fromkeys(found) if Path(p).exists())
+
+
 @dataclass
 class ContainerRuntimes:
-    """Container lookups over the engine sockets: cached per reference, never raising."""
+    """Container lookups over the runtimes' sockets: cached per reference, never raising.
+
+    `sockets` speak the Docker Engine API, `cri_sockets` the CRI; a socket given in both (as
+    `--runtime-socket` does) is asked in the API its container's type needs, and once it has
+    answered in one API it is asked in that one only."""
 
     sockets: tuple[str, ...] = ()
     timeout: float = LOOKUP_TIMEOUT
     clock: Callable[[], float] = time.monotonic
+    cri_sockets: tuple[str, ...] = ()
     answered: set[str] = field(default_factory=set)  # sockets that gave a valid answer
     lookups: int = 0  # requests made (for tests and stats)
-    _cache: dict[str, tuple[ContainerInfo | None, float]] = field(default_factory=dict)
-    _down_until: dict[str, float] = field(default_factory=dict)
+    _cache: dict[tuple[str, str], tuple[ContainerInfo | None, float]] = \
+        field(default_factory=dict)
+    _down_until: dict[tuple[str, str], float] = field(default_factory=dict)
+    _speaks: dict[str, str] = field(default_factory=dict)  # socket -> the API it answered in
+    _cri: dict[str, CriClient] = field(default_factory=dict)
 
     @staticmethod
     def detect(explicit: Sequence[str] = (), timeout: float = LOOKUP_TIMEOUT) -> ContainerRuntimes:
-        return ContainerRuntimes(candidate_sockets(explicit), timeout)
+        return ContainerRuntimes(candidate_sockets(explicit), timeout,
+                                 cri_sockets=candidate_cri_sockets(explicit))
 
     def ping(self) -> tuple[str, ...]:
-        """The sockets whose engine answers `/_ping` now."""
-        alive = tuple(s for s in self.sockets if EngineClient(s, self.timeout).ping())
+        """The sockets whose runtime answers now (`/_ping`, else CRI `Version`)."""
+        alive = []
+        for path in dict.fromkeys((*self.sockets, *self.cri_sockets)):
+            if path in self.sockets and EngineClient(path, self.timeout).ping():
+                self._speaks[path] = DOCKER_API
+            elif path in self.cri_sockets and self._cri_client(path).ping():
+                self._speaks[path] = CRI_API
+            else:
+                continue
+            alive.append(path)
         self.answered.update(alive)
-        return alive
+        return tuple(alive)
 
-    def lookup(self, ref: str) -> ContainerInfo | None:
-        """The container `ref` (id, unique id prefix or name) from the first engine that knows
-        it; None when none does or none answers."""
+    def lookup(self, ref: str, container_type: str = "docker") -> ContainerInfo | None:
+        """The container `ref` from the first runtime that knows it, asked in the API of
+        `container_type` (Docker's: an id, unique id prefix or name; CRI's: an id or unique id
+        prefix); None when none does or none answers."""
+        api = CRI_API if container_type in CRI_TYPES else DOCKER_API
         now = self.clock()
-        cached = self._cache.get(ref)
+        cached = self._cache.get((api, ref))
         if cached is not None and (cached[0] is not None or now < cached[1]):
             return cached[0]
         info = None
-        for path in self.sockets:
-            if self._down_until.get(path, 0.0) > now:
+        for path in self._sockets_for(api, container_type):
+            if self._down_until.get((path, api), 0.0) > now:
                 continue
             self.lookups += 1
             try:
-                info = EngineClient(path, self.timeout).inspect(ref)
+                info = self._ask(api, path, ref)
             except EngineUnavailable:
-                self._down_until[path] = self.clock() + SOCKET_BACKOFF
+                self._down_until[(path, api)] = self.clock() + SOCKET_BACKOFF
                 continue
             self.answered.add(path)
+            self._speaks[path] = api
             if info is not None:
                 break
-        self._cache[ref] = (info, now + MISS_RETRY)
+        self._cache[(api, ref)] = (info, now + MISS_RETRY)
         return info
+
+    def close(self) -> None:
+        """Close the CRI channels (the Docker client holds no connection between lookups)."""
+        for client in self._cri.values():
+            client.close()
+        self._cri.clear()
+
+    def _sockets_for(self, api: str, container_type: str) -> list[str]:
+        """This API's sockets not known to speak the other, those named after the container's
+        runtime first."""
+        paths = self.cri_sockets if api == CRI_API else self.sockets
+        hint = _PATH_HINT.get(container_type, "\0")
+        return sorted((p for p in paths if self._speaks.get(p, api) == api),
+                      key=lambda p: hint not in p)
+
+    def _ask(self, api: str, path: str, ref: str) -> ContainerInfo | None:
+        if api == CRI_API:
+            return self._cri_client(path).status(ref)
+        return EngineClient(path, self.timeout).inspect(ref)
+
+    def _cri_client(self, path: str) -> CriClient:
+        client = self._cri.get(path)
+        if client is None:
+            client = self._cri[path] = CriClient(path, self.timeout)
+        return client
 
 
 # ---- a stand-in engine --------------------------------------------------------------------------

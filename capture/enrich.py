@@ -10,7 +10,8 @@ from state kept by the `Enricher`, in these modules:
 - capture/cgroup_index.py: `CgroupIndex`, the container of a record's cgroup-v2 id (what the
   kernel saw, even for a process gone before its event is enriched);
 - capture/container_runtime.py: `ContainerRuntimes`, the container's name, image, labels... from
-  the engine's API (Docker, podman), looked up once per container;
+  the runtime's API (Docker Engine API: Docker, podman; CRI: containerd, CRI-O), looked up once
+  per container;
 - capture/container_filter.py: `ContainerSelection`, the `--container` selection;
 - capture/fd_table.py: `FdTables` (per process, fd -> immutable `FdInfo`: resolved path, socket
   family, protocol and endpoints, pipe, memfd...);
@@ -34,7 +35,7 @@ from typing import Any
 from capture import fast_feed
 from capture.cgroup_index import CgroupIndex
 from capture.container_filter import ContainerSelection
-from capture.container_runtime import DOCKER_API_TYPES, ContainerInfo, ContainerRuntimes
+from capture.container_runtime import RUNTIME_TYPES, ContainerInfo, ContainerRuntimes
 from capture.fd_table import FD_KINDS, FdInfo, FdTables
 from capture.handlers import DISPATCH, PROC_STATE_SYSCALLS, Ev
 from capture.probe import REC_EXEC_ARGS, REC_EXIT, REC_FORK, REC_SYSCALL, Record
@@ -50,8 +51,8 @@ CLONE_THREAD = 0x10000
 class Enricher:
     """Applies records in order to the process/fd state and appends one row per syscall.
 
-    `runtime_sockets`: the container engine sockets to ask for names and images (default: the
-    usual ones that exist); `containers`: keep only the events of processes in these
+    `runtime_sockets`: the container runtime sockets to ask for names and images (default: the
+    usual ones that exist, per API); `containers`: keep only the events of processes in these
     containers (`--container`: ids, names or `host`); `row_syscalls`: write rows for these
     syscalls only, the others just keep the tables right (capture/rule_syscalls.py).
     """
@@ -90,9 +91,10 @@ class Enricher:
         procs = self.procs.procs.values()
         self.fds.snapshot(p.pid for p in procs if self.selection is None
                           or self.selection.wants(p))
-        self.runtimes.ping()  # which engines answer, for the trace's metadata
-        for cid in {p.container_id for p in procs if p.container_type in DOCKER_API_TYPES}:
-            self.runtimes.lookup(cid)
+        self.runtimes.ping()  # which runtimes answer, for the trace's metadata
+        for cid, ctype in {(p.container_id, p.container_type) for p in procs
+                           if p.container_type in RUNTIME_TYPES}:
+            self.runtimes.lookup(cid, ctype)
 
     def meta_options(self) -> dict[str, Any]:
         """What the trace's metadata says about container enrichment (after `snapshot`)."""
@@ -101,10 +103,10 @@ class Enricher:
                 if self.selection is not None else None}
 
     def container(self, proc: Proc) -> ContainerInfo | None:
-        """What the runtime says about the process's container (None: host, CRI, unknown)."""
-        if proc.container_type not in DOCKER_API_TYPES:
+        """What the runtime says about the process's container (None: host, unknown)."""
+        if proc.container_type not in RUNTIME_TYPES:
             return None
-        return self.runtimes.lookup(proc.container_id)
+        return self.runtimes.lookup(proc.container_id, proc.container_type)
 
     def user_db(self, proc: Proc) -> UserDb | None:
         """The users and groups the process's uids name: the host's, or its container's own

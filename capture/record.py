@@ -492,6 +492,7 @@ def record(options: RecordOptions, output: Path | str,
             if cut is not None:
                 cut.end()
             loop.spooler.shutdown(wait=True)
+            enricher.runtimes.close()
             metas = out.close()
     stopped_by = "signal" if signalled() else loop.stopped_by
     drops: dict[str, int] = {}

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from capture import compact
-from capture.container_runtime import ContainerInfo
+from capture.container_info import ContainerInfo
 from capture.fd_table import FdInfo
 from capture.probe import Record
 from capture.proc_table import Proc
@@ -273,7 +273,7 @@ def proc_row(en: Enricher, proc: Proc, rec: Record) -> tuple[Any, ...]:
 
 def _container_values(proc: Proc, info: ContainerInfo | None) -> tuple[Any, ...]:
     """container.name ... k8s.pod.name: "host" for the host, as Falco names it; the runtime's
-    answer for a container it knows; null otherwise (a CRI runtime, no socket answering)."""
+    answer for a container it knows; null otherwise (no socket answering, unknown id)."""
     if proc.container_id == "host":
         return ("host",) + (None,) * 9
     if info is None:

@@ -215,7 +215,8 @@ def raw_server(path: Path, answer: bytes | None) -> Iterator[None]:
     b"SSH-2.0-OpenSSH_9.2\r\n",  # not HTTP
     b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot json!",  # HTTP, not JSON
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]",  # JSON, not an inspect answer
-], ids=["not-http", "not-json", "not-inspect"])
+    b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"[" * 100_000,  # too deep
+], ids=["not-http", "not-json", "not-inspect", "deep-json"])
 def test_garbage_gives_no_metadata_and_rests_the_socket(tmp_path: Path, answer: bytes) -> None:
     path = tmp_path / "garbage.sock"
     with raw_server(path, answer):
@@ -397,12 +398,15 @@ def in_cgroup(cgroup: Path, command: str) -> list[str]:
     return ["sh", "-c", f"echo $$ > {cgroup}/cgroup.procs && exec {command}"]
 
 
-def record_live(out: Path, sock: Path, workloads: list[list[str]], **kw: Any) -> None:
+def record_live(out: Path, sock: Path | tuple[Path, ...], workloads: list[list[str]],
+                **kw: Any) -> None:
     from capture.record import RecordOptions, record
 
     stop, ready = threading.Event(), threading.Event()
     errors: list[BaseException] = []
-    options = RecordOptions(flush_seconds=0.2, runtime_sockets=(str(sock),), **kw)
+    socks = (sock,) if isinstance(sock, Path) else sock
+    options = RecordOptions(flush_seconds=0.2, runtime_sockets=tuple(str(s) for s in socks),
+                            **kw)
 
     def run() -> None:
         try:
