@@ -173,7 +173,14 @@ def _arg_syntax(name: str, flags: list[str]) -> str:
     raise SystemExit(f"gen_catalog: no ARG_SYNTAX entry for argument-taking field {name}")
 
 
+# Exceptions to UNAVAILABLE: the pod and namespace names, which live capture takes from the CRI
+# runtime's container labels (io.kubernetes.pod.name/namespace) as the container plugin does.
+AVAILABLE = frozenset({"k8s.pod.name", "k8s.ns.name"})
+
+
 def _availability(name: str) -> tuple[bool, str]:
+    if name in AVAILABLE:
+        return True, ""
     for prefix, reason in UNAVAILABLE:
         if name == prefix or (prefix.endswith(".") and name.startswith(prefix)):
             return False, reason

@@ -335,8 +335,8 @@ def test_first_error() -> None:
 
 def test_fields_needing_unavailable_data() -> None:
     tree = parse_condition(
-        "k8s.ns.name = default and fd.sip.name = x and proc.name = cat and k8s.ns.name != y")
-    assert [f.name for f in fields_needing_unavailable_data(tree)] == ["k8s.ns.name", "fd.sip.name"]
+        "k8s.pod.uid = default and fd.sip.name = x and proc.name = cat and k8s.pod.uid != y")
+    assert [f.name for f in fields_needing_unavailable_data(tree)] == ["k8s.pod.uid", "fd.sip.name"]
     assert all(not f.available and f.unavailable_reason for f in
                fields_needing_unavailable_data(tree))
     assert fields_needing_unavailable_data(parse_condition("proc.nobody = x")) == []
