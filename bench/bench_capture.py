@@ -3,8 +3,12 @@
 Needs root and BPF. Every capture is `capture.record.record` with the options of a plain
 `capture record` (default preset, 32 MiB ring buffer), in this process:
 
-1. Sustained rate with zero drops: the open/close loop of bench/capture/load.py, paced at a rate
-   for --step-seconds, under a capture of that process only (`--pid`: the rest of the machine
+1. Sustained rate with zero drops: a paced syscall load (--load: `c-close`, the default, is
+   close(-1) in a C loop, bench/capture/load.c compiled with `cc` at start: the cheapest syscall
+   the default preset records, so the capture, not the load, is what gives; `c-open` opens and
+   closes /etc/hostname in C; `python` is that same loop in bench/capture/load.py, which tops out
+   near 550k syscalls/s on this machine), paced at a rate for --step-seconds, under a capture of
+   that process only (`--pid`: the rest of the machine
    does not add events to the count). The rate grows by --factor from --start until a step drops
    events or the capture falls behind: over the step it processes less than 95% of the load's
    rate (the 32 MiB ring buffer would absorb the excess for many seconds before dropping). The
@@ -17,9 +21,15 @@ Needs root and BPF. Every capture is `capture.record.record` with the options of
    a capture (--runs) that follows their process tree (`--follow`; --whole-machine: a capture
    of everything, whose events then include the neighbours'), medians compared, in wall time and
    in the CPU time of the workload's processes (where the kernel side of the capture is paid):
-   an open/close loop of 400,000 syscalls as fast as one process goes (faster than the capture
-   keeps up with: it drops), and a shell starting 200 short processes (`sh -c 'cat
-   /etc/hostname; ls /'`). bench/capture/repeat.py runs and times them.
+   an open/close loop of 400,000 syscalls as fast as one Python process goes, the same loop in C
+   (2,000,000 syscalls), close(-1) in C (4,000,000 syscalls: nothing but the cost per recorded
+   syscall), a shell starting 200 short processes (`sh -c 'cat /etc/hostname; ls /'`), a
+   tree copy through tar (`tar -cf - /usr/include | cat >/dev/null`: an open, reads and a
+   close per file, as backups do) and a build (load.c compiled 10 times by cc: processes,
+   headers opened, temporary files). bench/capture/repeat.py runs and times them.
+   The floor: the same workloads timed (--runs) with two EMPTY BPF programs on the same raw
+   tracepoints (raw_syscalls sys_enter/sys_exit): what tracing every syscall costs before a
+   capture does anything, i.e. what no tracepoint-based capture can go below.
 3. Bytes/event: the size of the trace each capture in 2 wrote, over its events.
 4. Side by side with sysdig: Debian's sysdig 0.29.3 cannot capture live here (no scap kernel
    module for this kernel, and its eBPF probe is neither shipped nor buildable), so there is no
@@ -69,11 +79,20 @@ from capture.doctor import FAILED, run_checks  # noqa: E402
 from capture.record import RecordOptions, RecordProgress, RecordStats, record  # noqa: E402
 
 LOAD = ROOT / "bench" / "capture" / "load.py"
+LOAD_C = ROOT / "bench" / "capture" / "load.c"
 REPEAT = ROOT / "bench" / "capture" / "repeat.py"
 SCAP = Path("/work/shared/anchors/scap/bencer_k8s__capture.scap")
 FLUSH_SECONDS = 0.5  # finer than the default 1 s: more rate samples per step
 KEEP_UP = 0.95  # the capture must process this share of the load's rate
 OPEN_CLOSE_SYSCALLS = 400_000
+C_OPEN_CLOSE_SYSCALLS = 2_000_000
+C_CLOSE_SYSCALLS = 4_000_000
+TAR = "tar -cf - /usr/include 2>/dev/null | cat >/dev/null"
+COMPILES = 10
+FLOOR_PROGRAM = """
+RAW_TRACEPOINT_PROBE(sys_enter) { return 0; }
+RAW_TRACEPOINT_PROBE(sys_exit) { return 0; }
+"""
 PROCESSES = ("for i in $(seq 200); do sh -c 'cat /etc/hostname >/dev/null; ls / >/dev/null'; "
              "done")
 SYSDIG_LIVE = ("sysdig 0.29.3 cannot capture live on this kernel (no scap kernel module; its "
@@ -177,10 +196,25 @@ def capture_during(work: Callable[[], Any], out: Path, options: RecordOptions | 
     return result.get("value"), stats, marks
 
 
-def step(rate: int, seconds: float, out: Path, rules: tuple[str, ...]) -> Step:
+def compile_load(work: Path) -> Path:
+    """bench/capture/load.c built into `work` (cc from Debian's gcc)."""
+    binary = work / "load"
+    subprocess.run(["cc", "-O2", "-Wall", "-o", str(binary), str(LOAD_C)], check=True)
+    return binary
+
+
+def load_command(load: str, binary: Path | None) -> list[str]:
+    """The command of a --load choice, before its arguments."""
+    if load == "python":
+        return [sys.executable, str(LOAD)]
+    assert binary is not None
+    return [str(binary), load.removeprefix("c-")]
+
+
+def step(rate: int, seconds: float, out: Path, rules: tuple[str, ...], load: list[str]) -> Step:
     """One paced load under a capture of its own pid (it waits for the capture to start)."""
     before = Cpu.now()
-    child = subprocess.Popen([sys.executable, str(LOAD), "--wait", str(rate), str(seconds)],
+    child = subprocess.Popen([*load, "--wait", str(rate), str(seconds)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def work() -> dict[str, float]:
@@ -205,12 +239,13 @@ def step(rate: int, seconds: float, out: Path, rules: tuple[str, ...]) -> Step:
                 cpu, others)
 
 
-def sustained(args: argparse.Namespace, work: Path, console: Console) -> list[Step]:
+def sustained(args: argparse.Namespace, work: Path, load: list[str], console: Console
+              ) -> list[Step]:
     steps: list[Step] = []
     rate = args.start
     while True:
         found = step(int(rate), args.step_seconds, work / f"step-{int(rate)}.parquet",
-                     tuple(args.rules))
+                     tuple(args.rules), load)
         steps.append(found)
         console.print(f"  {found.target:>9,}/s asked: load {found.achieved:>9,.0f}/s, capture "
                       f"{found.captured:>9,.0f}/s, {found.dropped:,} dropped"
@@ -240,6 +275,11 @@ class Slowdown:
     alone: Timing  # medians
     captured: Timing
     stats: RecordStats
+    floor: Timing | None  # under empty programs on the same tracepoints
+
+    @property
+    def floor_percent(self) -> float | None:
+        return None if self.floor is None else (self.floor.wall / self.alone.wall - 1) * 100
 
     @property
     def wall_percent(self) -> float:
@@ -266,12 +306,19 @@ def repeated(runs: int, command: list[str], wait: bool = False
     return child, finish
 
 
-def workloads() -> dict[str, list[str]]:
+def workloads(binary: Path) -> dict[str, list[str]]:
     """Name -> the command of a workload."""
     return {
-        f"open/close x{OPEN_CLOSE_SYSCALLS // 1000}k":
+        f"open/close x{OPEN_CLOSE_SYSCALLS // 1000}k (Python)":
             [sys.executable, str(LOAD), "--syscalls", str(OPEN_CLOSE_SYSCALLS)],
+        f"open/close x{C_OPEN_CLOSE_SYSCALLS // 1_000_000}M (C)":
+            [str(binary), "open", "--syscalls", str(C_OPEN_CLOSE_SYSCALLS)],
+        f"close(-1) x{C_CLOSE_SYSCALLS // 1_000_000}M (C)":
+            [str(binary), "close", "--syscalls", str(C_CLOSE_SYSCALLS)],
         "200 processes": ["bash", "-c", PROCESSES],
+        "tar of /usr/include": ["bash", "-c", TAR],
+        f"cc x{COMPILES}": ["bash", "-c", f"for i in $(seq {COMPILES}); do cc -O2 -c "
+                            f"{shlex.quote(str(LOAD_C))} -o /dev/null; done"],
     }
 
 
@@ -280,10 +327,24 @@ def median(timings: list[Timing]) -> Timing:
                   statistics.median(t.cpu for t in timings))
 
 
-def slowdowns(runs: int, work: Path, whole_machine: bool, rules: tuple[str, ...]
-              ) -> list[Slowdown]:
+def floor_timings(runs: int, commands: list[list[str]]) -> list[Timing]:
+    """Each command's median timing under two empty programs on the capture's tracepoints."""
+    from bcc import BPF  # Debian's python3-bpfcc
+
+    program = BPF(text=FLOOR_PROGRAM)
+    try:
+        return [median(repeated(runs, command)[1]()) for command in commands]
+    finally:
+        program.cleanup()
+
+
+def slowdowns(runs: int, work: Path, whole_machine: bool, rules: tuple[str, ...],
+              binary: Path, floor: bool) -> list[Slowdown]:
     found = []
-    for i, (name, command) in enumerate(workloads().items()):
+    named = workloads(binary)
+    floors: list[Timing | None] = list(floor_timings(runs, list(named.values()))) if floor \
+        else [None] * len(named)
+    for i, (name, command) in enumerate(named.items()):
         before = repeated(runs, command)[1]()
         child, finish = repeated(runs, command, wait=True)
         options = RecordOptions(rules=rules, follow_pids=() if whole_machine else (child.pid,))
@@ -293,7 +354,7 @@ def slowdowns(runs: int, work: Path, whole_machine: bool, rules: tuple[str, ...]
             child.kill()
             child.wait()
         alone = median(before + repeated(runs, command)[1]())  # before and after: less drift
-        found.append(Slowdown(name, alone, median(times), stats))
+        found.append(Slowdown(name, alone, median(times), stats, floors[i]))
     return found
 
 
@@ -318,6 +379,21 @@ def scap_scale(scap: Path, work: Path) -> ScapScale:
 
 def report(steps: list[Step], slow: list[Slowdown], scale: ScapScale | None,
            console: Console) -> None:
+    if steps:
+        rate_report(steps, console)
+    if slow:
+        slowdown_report(slow, console)
+    console.print(SYSDIG_LIVE)
+    if scale is not None:
+        console.print(
+            f"For scale, not the same behaviour: {scale.scap.name} (sysdig, another machine, a "
+            f"Kubernetes control plane, I/O buffers included) holds {scale.events:,} events in "
+            f"{scale.scap_bytes:,} bytes = {scale.scap_bytes / scale.events:.1f} bytes/event "
+            f"(gzip; enter and exit are two events); imported into a trace, "
+            f"{scale.trace_bytes / scale.events:.1f} bytes/row.", highlight=False)
+
+
+def rate_report(steps: list[Step], console: Console) -> None:
     clean = [s for s in steps if s.clean and s.load_reached]
     last = steps[-1]
     best = (f"{clean[-1].captured:,.0f} events/s" if clean
@@ -328,24 +404,21 @@ def report(steps: list[Step], slow: list[Slowdown], scale: ScapScale | None,
         console.print(f"The capture's CPU time there: {cpu * 1e6:.2f} us/event, so at most "
                       f"~{1 / cpu:,.0f} events/s on a core of its own (the load and the "
                       "machine's other processes need the rest).", highlight=False)
-    table = Table("workload", "alone", "under capture", "slowdown", "CPU alone",
+
+
+def slowdown_report(slow: list[Slowdown], console: Console) -> None:
+    table = Table("workload", "alone", "under capture", "slowdown", "floor", "CPU alone",
                   "CPU captured", "CPU slowdown", "events", "dropped", "bytes/event",
-                  title="Workloads timed alone and under capture (median)")
+                  title="Workloads timed alone and under capture (median); floor: the "
+                        "slowdown under empty programs on the same tracepoints")
     for s in slow:
+        floor = "" if s.floor_percent is None else f"{s.floor_percent:+.0f}%"
         table.add_row(s.workload, f"{s.alone.wall:.2f} s", f"{s.captured.wall:.2f} s",
-                      f"{s.wall_percent:+.0f}%", f"{s.alone.cpu:.2f} s",
+                      f"{s.wall_percent:+.0f}%", floor, f"{s.alone.cpu:.2f} s",
                       f"{s.captured.cpu:.2f} s", f"{s.cpu_percent:+.0f}%",
                       f"{s.stats.events:,}", f"{s.stats.dropped:,}",
                       f"{s.stats.bytes_per_event:.1f}")
     console.print(table)
-    console.print(SYSDIG_LIVE)
-    if scale is not None:
-        console.print(
-            f"For scale, not the same behaviour: {scale.scap.name} (sysdig, another machine, a "
-            f"Kubernetes control plane, I/O buffers included) holds {scale.events:,} events in "
-            f"{scale.scap_bytes:,} bytes = {scale.scap_bytes / scale.events:.1f} bytes/event "
-            f"(gzip; enter and exit are two events); imported into a trace, "
-            f"{scale.trace_bytes / scale.events:.1f} bytes/row.", highlight=False)
 
 
 def _why(last: Step) -> str:
@@ -382,6 +455,12 @@ def main() -> None:
     parser.add_argument("--scap", type=Path, default=SCAP,
                         help="the sysdig capture imported for scale (section 4)")
     parser.add_argument("--no-scap", action="store_true", help="leave out section 4")
+    parser.add_argument("--load", choices=("c-close", "c-open", "python"), default="c-close",
+                        help="the paced load of section 1")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="do not time the workloads under empty programs")
+    parser.add_argument("--only", choices=("rate", "slowdown"),
+                        help="run only section 1 (rate) or 2-3 (slowdown)")
     args = parser.parse_args()
     refuse_unless_capture_can_run()
     console = Console()
@@ -395,9 +474,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        console.print(f"Sustained rate ({args.step_seconds:g} s steps of the open/close loop):")
-        steps = sustained(args, work, console)
-        slow = slowdowns(args.runs, work, args.whole_machine, tuple(args.rules))
+        binary = compile_load(work)
+        steps: list[Step] = []
+        if args.only != "slowdown":
+            console.print(f"Sustained rate ({args.step_seconds:g} s steps of the {args.load} "
+                          "load):")
+            steps = sustained(args, work, load_command(args.load, binary), console)
+        slow: list[Slowdown] = []
+        if args.only != "rate":
+            slow = slowdowns(args.runs, work, args.whole_machine, tuple(args.rules), binary,
+                             not args.no_floor)
         use_scap = not args.no_scap and args.scap.exists()
         scale = scap_scale(args.scap, work) if use_scap else None
     report(steps, slow, scale, console)
