@@ -213,6 +213,24 @@ def exec_env(pending: Record | None, base: Path) -> str | None:
     return " ".join(_strings(copied))
 
 
+SHEBANG_BYTES = 256  # what the kernel reads of a script to find its interpreter (BINPRM_BUF_SIZE)
+
+
+def script_interpreter(path: str) -> str | None:
+    """The interpreter a `#!` script at `path` names (binfmt_script: the first word after `#!`,
+    spaces and tabs skipped), or None for anything else or an unreadable file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(SHEBANG_BYTES)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    line = head[2:].split(b"\n", 1)[0].lstrip(b" \t")
+    word = line.split(None, 1)[0] if line.strip() else b""
+    return os.fsdecode(word) or None
+
+
 def _exec_proc(en: Enricher, rec: Record, proc: Proc, filename: str, argv: list[str],
                pending: Record | None) -> Proc:
     """The process after a successful execve/execveat of `filename` with `argv`."""
@@ -231,6 +249,15 @@ def _exec_proc(en: Enricher, rec: Record, proc: Proc, filename: str, argv: list[
         target = exepath = os.path.realpath(path)  # the kernel's exe_file is the resolved binary
     elif path.startswith("/"):
         target = f"{base}/root{path}"  # the container's file, while the process lives
+    # A script runs its interpreter: the kernel's exe_file (Falco's proc.exepath) is that.
+    interpreter = script_interpreter(target) if not memfd else None
+    if interpreter is not None:
+        if not interpreter.startswith("/"):  # the kernel opens it relative to the cwd
+            interpreter = os.path.join(proc.cwd or "/", interpreter)
+        if proc.container_id == "host":
+            target = exepath = os.path.realpath(interpreter)
+        else:
+            exepath, target = interpreter, f"{base}/root{interpreter}"
     ctime = mtime = None
     euid, egid = proc.euid, proc.egid
     try:

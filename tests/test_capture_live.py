@@ -177,6 +177,20 @@ def test_rules_record_their_syscalls_and_write_only_theirs(tmp_path: Path) -> No
     assert options["rules"] == [rules] and "close" not in options["row_syscalls"]
 
 
+def test_a_script_s_exepath_is_its_interpreter(tmp_path: Path) -> None:
+    # As the kernel's exe_file (and Falco's proc.exepath): the script runs /bin/sh, resolved.
+    script = tmp_path / "hello.sh"
+    script.write_text("#! /bin/sh -e\nexit 0\n")
+    script.chmod(0o755)
+    with recording(tmp_path, syscalls=("execve",)) as stats:
+        subprocess.run([str(script)], check=True)
+    stats()
+    execs = [r for r in rows(tmp_path / "live.parquet")
+             if r["evt.type"] == "execve" and r["proc.name"] == "hello.sh"]
+    assert execs and execs[0]["proc.exepath"] == os.path.realpath("/bin/sh")
+    assert execs[0]["proc.name"] == "hello.sh"
+
+
 def test_a_syscall_list_keeps_the_tables_right_without_writing_them(tmp_path: Path) -> None:
     # Only fchmod is asked for; the child's fchmod uses an fd opened by its parent before the
     # fork, so its fd.name needs the open and the fork (recorded, applied, not written).
