@@ -19,7 +19,8 @@
  *   successful exec replaces the memory those pointers refer to before sys_exit;
  * - a fork's child returns through sys_exit too (ret 0): only the parent's return is recorded;
  * - fcntl's commands that change no fd are dropped at sys_exit (EXIT_FILTER), once its
- *   arguments are read: a test there costs less than a stash at entry;
+ *   arguments are read: a test there costs less than a stash at entry; so is every recvmsg
+ *   that received no fds (SCM_RIGHTS, see scm_rights): one user read of its msghdr;
  * - records without payload items are written straight into the ring buffer (reserve/submit),
  *   the others built in a per-CPU scratch buffer and copied (their size is known at the end);
  * - sched_process_fork / sched_process_exit send REC_FORK / REC_EXIT records that keep the
@@ -277,6 +278,54 @@ static __always_inline u32 put_sockaddr_ptrlen(struct scratch *buf, u32 off, int
     if (!ptr || !len_ptr || bpf_probe_read_user(&len, sizeof(len), (void *)len_ptr))
         return off;
     return put_bytes(buf, off, item, ptr, len);
+}
+
+/* recvmsg's fds received with SCM_RIGHTS. Once recvmsg returns, the kernel has written the
+ * control messages at msg_control and their total length in msg_controllen (struct msghdr,
+ * uapi ABI: at offsets 32 and 40 on x86_64). Each starts with a struct cmsghdr (cmsg_len u64,
+ * cmsg_level i32, cmsg_type i32); SCM_RIGHTS comes last, after the SCM_SECURITY,
+ * SCM_CREDENTIALS or SCM_PIDFD messages a socket option adds (scm_recv's order), so the first
+ * SCM_MAX_CMSG of them are looked at. Returns how many bytes of int fds (SCM_MAX_FDS at most)
+ * start at *data, 0 when none: a recvmsg without control data costs one 16-byte read. */
+#define MSGHDR_CONTROL_OFFSET 32
+#define SCM_MAX_CMSG 4
+#define SCM_MAX_FDS (BLOB_SLOT / 4) /* 32: what one item holds */
+#define SOL_SOCKET_LEVEL 1
+#define SCM_RIGHTS_TYPE 1
+struct cmsg_head {
+    u64 len;
+    s32 level;
+    s32 type;
+};
+
+static __always_inline u32 scm_rights(u64 msg, u64 *data)
+{
+    u64 ctl[2] = {}; /* msg_control, msg_controllen */
+    if (!msg || bpf_probe_read_user(ctl, sizeof(ctl), (void *)(msg + MSGHDR_CONTROL_OFFSET)))
+        return 0;
+    u64 at = 0;
+    for (int i = 0; i < SCM_MAX_CMSG; i++) {
+        struct cmsg_head c = {};
+        if (!ctl[0] || at + sizeof(c) > ctl[1] ||
+            bpf_probe_read_user(&c, sizeof(c), (void *)(ctl[0] + at)))
+            return 0;
+        if (c.len < sizeof(c) || c.len > ctl[1] - at)
+            return 0;
+        if (c.level == SOL_SOCKET_LEVEL && c.type == SCM_RIGHTS_TYPE) {
+            u64 n = (c.len - sizeof(c)) / sizeof(s32);
+            *data = ctl[0] + at + sizeof(c);
+            return (n < SCM_MAX_FDS ? n : SCM_MAX_FDS) * sizeof(s32);
+        }
+        at += (c.len + 7) & ~7ULL; /* CMSG_ALIGN */
+    }
+    return 0;
+}
+
+static __always_inline u32 put_scm_rights(struct scratch *buf, u32 off, int item, u64 msg)
+{
+    u64 data = 0;
+    u32 len = scm_rights(msg, &data);
+    return len ? put_bytes(buf, off, item, data, len) : off;
 }
 
 static __always_inline u32 put_local(struct scratch *buf, u32 off, int item, u32 tid)

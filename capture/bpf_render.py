@@ -5,8 +5,8 @@ can be printed (`capture record --print-bpf`) and tested without root. This modu
 syscall table the program is rendered from: each syscall's number and which of its arguments
 point at user memory the exit probe must copy (paths, sockaddrs, small structs), and the entry
 filter that drops the calls of a selected syscall nothing needs (fcntl's commands other than
-F_DUPFD, F_DUPFD_CLOEXEC and F_SETFD). The userspace decoder reads the record items back with
-the same table.
+F_DUPFD, F_DUPFD_CLOEXEC and F_SETFD; recvmsg calls that received no fds with SCM_RIGHTS). The
+userspace decoder reads the record items back with the same table.
 
 Only x86_64 syscall numbers are known for now; `arch_supported()` says so before anything loads.
 """
@@ -31,6 +31,7 @@ SOCKADDR = "sockaddr"  # a sockaddr whose length is another argument
 SOCKADDR_PTRLEN = "sockaddr_ptrlen"  # a sockaddr whose length is in user memory (accept)
 BYTES = "bytes"  # a fixed-size user struct (open_how, clone_args)
 LOCAL = "local"  # connect's local endpoint (route lookups and TCP states, see bpf_program.c)
+SCM_RIGHTS = "scm_rights"  # the int fds a recvmsg received (its msghdr's control data)
 
 
 class RenderError(ValueError):
@@ -96,6 +97,8 @@ SYSCALLS: tuple[SyscallSpec, ...] = (
     SyscallSpec("accept", 43, (Item(SOCKADDR_PTRLEN, 1, 2),)),
     SyscallSpec("accept4", 288, (Item(SOCKADDR_PTRLEN, 1, 2),)),
     SyscallSpec("sendto", 44, (Item(SOCKADDR, 4, 5),)),
+    # recvmsg: only the calls that received fds with SCM_RIGHTS are recorded (EXIT_FILTER)
+    SyscallSpec("recvmsg", 47, (Item(SCM_RIGHTS, 1),)),
     SyscallSpec("clone", 56),
     SyscallSpec("clone3", 435, (Item(BYTES, 0, size=8),)),
     SyscallSpec("fork", 57),
@@ -148,8 +151,9 @@ SYSCALL_BY_NR: dict[int, SyscallSpec] = {s.nr: s for s in SYSCALLS}
 # socketpair, eventfd, signalfd, timerfd, inotify, epoll, pidfd, io_uring, memfd...: a new fd
 # must replace whatever the table held for its number) and fcntl's F_DUPFD*/F_SETFD (the only
 # fcntl commands the kernel side lets through: the others are frequent and change no fd).
-# Left out: the I/O calls sendto/sendmsg/recvfrom/recvmsg, whose volume is that of the traffic
-# itself (so fds received with SCM_RIGHTS are not seen).
+# recvmsg too, filtered in the kernel to the calls that received fds (SCM_RIGHTS): those are
+# new fds like dup's, and rare. Left out: the I/O calls sendto/sendmsg/recvfrom (and recvmsg
+# without fds), whose volume is that of the traffic itself.
 DEFAULT_SYSCALLS: tuple[str, ...] = tuple(s.name for s in SYSCALLS if s.name != "sendto")
 PRESETS: dict[str, tuple[str, ...]] = {
     "default": DEFAULT_SYSCALLS,
@@ -265,17 +269,28 @@ FCNTL_KEPT = (0, 2, 1030)
 
 def render_exit_filter(syscalls: tuple[str, ...]) -> str:
     """C statements that drop the calls of a selected syscall the capture has no use for:
-    fcntl's other commands. They run in the exit probe (EXIT_FILTER), once the arguments are
-    read back from the registers: fcntl has no entry work (it is not stashed), so testing at
-    exit costs a compare, where testing at entry would cost a stash per fcntl."""
-    if "fcntl" not in syscalls:
-        return ""
-    kept = " && ".join(f"cmd != {c}" for c in FCNTL_KEPT)
-    return (f"    if (id == {SYSCALL_BY_NAME['fcntl'].nr}) {{ /* fcntl: F_DUPFD*, F_SETFD only */\n"
+    fcntl's other commands, and recvmsg calls that received no fds (SCM_RIGHTS). They run in
+    the exit probe (EXIT_FILTER), once the arguments are read back from the registers: neither
+    has entry work (they are not stashed), so testing at exit costs a compare (fcntl) or a
+    user read of the msghdr (recvmsg), where testing at entry would cost a stash per call; and
+    recvmsg's control data is only there once it returns."""
+    parts = []
+    if "fcntl" in syscalls:
+        kept = " && ".join(f"cmd != {c}" for c in FCNTL_KEPT)
+        parts.append(
+            f"    if (id == {SYSCALL_BY_NAME['fcntl'].nr}) {{ /* fcntl: F_DUPFD*, F_SETFD only */\n"
             f"        u32 cmd = s.args[1];\n"
             f"        if ({kept})\n"
             f"            return 0;\n"
             f"    }}")
+    if "recvmsg" in syscalls:
+        parts.append(
+            f"    if (id == {SYSCALL_BY_NAME['recvmsg'].nr}) {{ /* recvmsg: SCM_RIGHTS only */\n"
+            f"        u64 fds = 0;\n"
+            f"        if (ret < 0 || !scm_rights(s.args[1], &fds))\n"
+            f"            return 0;\n"
+            f"    }}")
+    return "\n".join(parts)
 
 
 def render_item_case(spec: SyscallSpec, options: ProgramOptions) -> str:
@@ -299,6 +314,8 @@ def _item_call(index: int, item: Item) -> str:
         return f"off = put_bytes(buf, off, {index}, s.args[{item.arg}], {item.size});"
     if item.kind == LOCAL:
         return f"off = put_local(buf, off, {index}, tid);"
+    if item.kind == SCM_RIGHTS:
+        return f"off = put_scm_rights(buf, off, {index}, s.args[{item.arg}]);"
     raise RenderError(f"Unknown item kind {item.kind!r}.")
 
 

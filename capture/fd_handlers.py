@@ -1,8 +1,9 @@
 """The handlers that keep the fd table right: every syscall that closes fds or returns a new
 one (dup*, fcntl, close, close_range, pipe*, socketpair, memfd_create, eventfd, signalfd,
 timerfd_create, inotify_init, epoll_create, pidfd_open, pidfd_getfd, io_uring_setup,
-userfaultfd). A syscall that returns fd N replaces whatever the table held for N: an entry the
-capture failed to remove (an fd closed by a call it did not see) must not stand for the new fd.
+userfaultfd, and recvmsg when it received fds with SCM_RIGHTS). A syscall that returns fd N
+replaces whatever the table held for N: an entry the capture failed to remove (an fd closed by
+a call it did not see) must not stand for the new fd.
 """
 
 from __future__ import annotations
@@ -203,8 +204,31 @@ def _fcntl(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     ev.fd_num, ev.fd = fd, info
 
 
+MSG_CMSG_CLOEXEC = 0x40000000  # recvmsg's flag: the fds it receives are close-on-exec
+
+
+def _recvmsg(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
+    """recvmsg, recorded only when it received fds with SCM_RIGHTS (item 0: their numbers, as
+    ints). Each replaces what the table held for its number, read from /proc/PID/fd/N as
+    libsinsp's recvmsg parser does: the kernel sends nothing else about them. The row's fd is
+    the socket received on."""
+    fd, res = s32(rec.args[0]), s32(rec.ret)
+    table = en.fds.of(proc.pid)
+    raw = item(rec, 0) if res >= 0 else b""
+    cloexec = bool(rec.args[2] & MSG_CMSG_CLOEXEC)
+    for received in struct.unpack_from(f"<{len(raw) // 4}i", raw):
+        table[received] = en.fds.read_fd(proc.pid, received, cloexec)
+    info = table.get(fd)
+    res_param(ev, rec)
+    if res >= 0:
+        ev.add("size", res)
+    ev.add("tuple", info.name if info is not None else "")
+    fd_param(en, proc, ev, "fd", fd)
+    ev.fd_num, ev.fd = fd, info
+
+
 FD_HANDLERS: dict[str, Handler] = {
     "dup": _dup, "dup2": _dup, "dup3": _dup, "close": _close, "close_range": _close_range,
     "memfd_create": _memfd, "pipe": _pipe, "pipe2": _pipe, "socketpair": _socketpair,
-    "fcntl": _fcntl, **dict.fromkeys(_NEW_FD_CALLS, _new_anon_fd),
+    "fcntl": _fcntl, "recvmsg": _recvmsg, **dict.fromkeys(_NEW_FD_CALLS, _new_anon_fd),
 }

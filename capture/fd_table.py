@@ -197,6 +197,20 @@ class FdTables:
                 table[int(name)] = info
         return table
 
+    def read_fd(self, pid: int, fd: int, cloexec: bool) -> FdInfo:
+        """What fd `fd` of `pid` is now, from /proc/PID/fd/N, as libsinsp reads an fd received
+        with SCM_RIGHTS (the kernel says nothing more about it): of unknown type and without a
+        name when the process or the fd is gone. A socket made since the network namespace's
+        sockets were read is looked for again in a fresh read of them."""
+        base = self.root / str(pid)
+        target = readlink(base / "fd" / str(fd))
+        if target is None:
+            return FdInfo("unknown", "o", cloexec=cloexec)
+        info = fd_from_link(target, self._sockets(base))
+        if target.startswith("socket:") and info.type == "unknown":
+            info = fd_from_link(target, self._sockets(base, fresh=True))
+        return replace(info, cloexec=cloexec)
+
     def fork(self, parent: int, child: int) -> None:
         """Keep a copy of the parent's table for a new process (not a thread). A parent with
         no event of its own yet (a child forking at once) still has its fork copy."""
@@ -206,9 +220,9 @@ class FdTables:
         if table is not None:
             self.forked[child] = dict(table)
 
-    def _sockets(self, base: Path) -> dict[int, FdInfo]:
+    def _sockets(self, base: Path, fresh: bool = False) -> dict[int, FdInfo]:
         ns = readlink(base / "ns" / "net") or ""
-        if ns not in self._netns:
+        if fresh or ns not in self._netns:
             self._netns[ns] = read_sockets(base / "net")
         return self._netns[ns]
 

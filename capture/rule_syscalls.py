@@ -22,7 +22,8 @@ from pathlib import Path
 from capture.bpf_render import SYSCALLS
 
 # What the enricher's tables learn from (capture/handlers.py): the process (exec, cwd, ids) and
-# its fds (opened, closed, duplicated, sockets and their endpoints, memfds).
+# its fds (opened, closed, duplicated, received with SCM_RIGHTS, sockets and their endpoints,
+# memfds).
 STATE_SYSCALLS = frozenset({
     "execve", "execveat", "chdir", "fchdir",
     "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid",
@@ -32,6 +33,7 @@ STATE_SYSCALLS = frozenset({
     "timerfd_create", "inotify_init", "inotify_init1", "epoll_create", "epoll_create1",
     "pidfd_open", "pidfd_getfd", "io_uring_setup",
     "socket", "connect", "bind", "listen", "accept", "accept4", "memfd_create",
+    "recvmsg",  # recorded only when it received fds (SCM_RIGHTS): filtered in the kernel
 })
 _CAPTURABLE = tuple(s.name for s in SYSCALLS)
 # The part of the state set that keeps `proc.*` right (exec, cwd, ids, parentage and the fds a

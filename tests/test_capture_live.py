@@ -521,6 +521,52 @@ def test_fd_creating_calls_are_recorded(tmp_path: Path) -> None:
     assert "res=0 first=50 last=50 flags=0 " in ranges
 
 
+SCM_RIGHTS = textwrap.dedent("""
+    import json, os, socket, sys, time
+    a, b = socket.socketpair()
+    for _ in range(5):  # recvmsg without control data, or with none received: no rows
+        a.send(b"x")
+        b.recvmsg(16, 64)
+    f = open(sys.argv[1], "w")
+    r, w = os.pipe()
+    os.close(w)
+    socket.send_fds(a, [b"fds"], [r] + [f.fileno()] * 31)  # 32: as many as a record holds
+    f.close()
+    os.close(r)  # only the received copies remain
+    _, fds, _, _ = socket.recv_fds(b, 16, 32)
+    # The capture reads what a received fd is from /proc/PID/fd when it enriches the recvmsg
+    # (as libsinsp does), tens of milliseconds later: the fds must still be open then.
+    time.sleep(1)
+    os.fchmod(fds[1], 0o644)
+    os.fchmod(fds[-1], 0o644)
+    for fd in fds:
+        os.close(fd)
+    print(json.dumps({"pid": os.getpid(), "fds": fds, "sock": b.fileno()}))
+""")
+
+
+def test_fds_received_with_scm_rights_are_in_the_fd_table(tmp_path: Path) -> None:
+    path = tmp_path / "sent.txt"
+    with recording(tmp_path):
+        done = subprocess.run([sys.executable, "-c", SCM_RIGHTS, str(path)], check=True,
+                              capture_output=True, text=True)
+    made = json.loads(done.stdout)
+    got = pq.read_table(tmp_path / "live.parquet", columns=[
+        "evt.type", "proc.pid", "fd.num", "fd.type", "fd.name", "evt.args"]).to_pylist()
+    mine = [r for r in got if r["proc.pid"] == made["pid"]]
+    received = [r for r in mine if r["evt.type"] == "recvmsg"]
+    assert len(received) == 1  # the plain recvmsg calls were dropped in the kernel
+    assert (received[0]["fd.num"], received[0]["fd.type"]) == (made["sock"], "unix")
+    assert received[0]["evt.args"].startswith("res=3 size=3 ")
+    pipe_fd, files = made["fds"][0], made["fds"][1:]
+    assert len(files) == 31
+    fchmods = [(r["fd.num"], r["fd.name"], r["fd.type"]) for r in mine
+               if r["evt.type"] == "fchmod"]
+    assert fchmods == [(fd, str(path), "file") for fd in (files[0], files[-1])]
+    closes = {r["fd.num"]: r["fd.type"] for r in mine if r["evt.type"] == "close"}
+    assert closes[pipe_fd] == "pipe" and {closes[fd] for fd in files} == {"file"}
+
+
 STALE = textwrap.dedent("""
     import os, socket, sys
     keep = open("/dev/null")  # fd 3, which the dynamic loader reuses after the exec

@@ -30,6 +30,7 @@ from capture.handlers import exec_env
 from capture.probe import REC_EXEC_ARGS, REC_EXIT, REC_FORK, REC_SYSCALL, Record
 from capture.proc_table import UserDb
 from capture.rows import RowBatch
+from capture.rule_syscalls import STATE_SYSCALLS
 
 O_CLOEXEC = 0o2000000
 CLONE_CHILD = 0x01200011  # what glibc's fork() passes to clone (SIGCHLD|CHILD_SETTID|...)
@@ -181,6 +182,48 @@ def test_close_range_closes_or_marks_close_on_exec(tmp_path: Path) -> None:
     assert sorted(table) == [3, 4, 7, 8]
 
 
+# ---- fds received with SCM_RIGHTS (recvmsg) ---------------------------------------------------
+
+MSG_CMSG_CLOEXEC = 0x40000000
+
+
+def test_fds_received_with_scm_rights_are_read_from_proc(tmp_path: Path) -> None:
+    en, table = stale_table(tmp_path)
+    table[12] = socket_fd(socket.AF_UNIX, socket.SOCK_STREAM)  # the socket received on
+    fds = tmp_path / "41" / "fd"
+    os.symlink("/srv/shared.db", fds / "3")
+    os.symlink("pipe:[71]", fds / "4")
+    os.symlink("socket:[77]", fds / "5")  # made after the snapshot read the sockets
+    (tmp_path / "41" / "net").mkdir()
+    (tmp_path / "41" / "net" / "unix").write_text(
+        "Num RefCount Protocol Flags Type St Inode Path\n"
+        "0: 00000002 00000000 00010000 0001 01 77 /run/app.sock\n")
+    got = feed(en, [
+        rec("recvmsg", 41, ret=1, args=(12, 0, MSG_CMSG_CLOEXEC),
+            items=(struct.pack("<4i", 3, 4, 5, 6),)),  # 6: closed (or the process gone) since
+        rec("fchmod", 41, args=(3, 0o644)),
+    ])
+    assert table[3] == fd_kind("file", "/srv/shared.db", cloexec=True)
+    assert table[4] == fd_kind("pipe", cloexec=True)
+    assert table[5] == fd_kind("unix", "/run/app.sock", cloexec=True)
+    assert table[6] == FdInfo("unknown", "o", cloexec=True)  # never the stale entry
+    assert (got[0]["fd.num"], got[0]["fd.type"]) == (12, "unix")
+    assert got[0]["evt.args"] == "res=1 size=1 tuple= fd=12(<u>) "
+    assert (got[1]["fd.num"], got[1]["fd.name"]) == (3, "/srv/shared.db")
+
+
+def test_a_failed_recvmsg_or_one_of_a_gone_process_leaves_no_stale_entry(
+        tmp_path: Path) -> None:
+    en, table = stale_table(tmp_path)
+    got = feed(en, [rec("recvmsg", 41, ret=-11, args=(12, 0, 0),
+                        items=(struct.pack("<i", 3),))])
+    assert table[3] is STALE and got[0]["evt.args"].startswith("res=-11(EAGAIN) tuple= fd=12 ")
+    table99 = en.fds.of(99)  # a process already gone from /proc
+    table99[3] = STALE
+    feed(en, [rec("recvmsg", 99, ret=1, args=(4, 0, 0), items=(struct.pack("<i", 3),))])
+    assert table99[3] == FdInfo("unknown", "o")
+
+
 # ---- fds at the fork ----------------------------------------------------------------------
 
 def test_a_forked_child_gets_the_parents_fds_as_they_were_at_the_fork(tmp_path: Path) -> None:
@@ -280,6 +323,27 @@ def test_fcntl_is_filtered_in_the_kernel_to_the_fd_table_commands() -> None:
     assert leave.index("id == 72") < leave.index("emit_plain(")
     assert render_exit_filter(("openat",)) == ""
     assert "id == 72" not in render(options(syscalls=("openat", "close")))
+
+
+def test_recvmsg_is_recorded_only_with_scm_rights() -> None:
+    assert "recvmsg" in DEFAULT_SYSCALLS and "recvmsg" in STATE_SYSCALLS
+    assert SYSCALL_BY_NAME["recvmsg"].nr == 47
+    text = render(options())
+    leave = text.split("RAW_TRACEPOINT_PROBE(sys_exit)", 1)[1].split("TRACEPOINT", 1)[0]
+    # At sys_exit, once the kernel has written the control data: dropped unless it holds
+    # SCM_RIGHTS, whose fds are then item 0.
+    assert "if (id == 47) {" in leave
+    assert "if (ret < 0 || !scm_rights(s.args[1], &fds))" in leave
+    assert leave.index("s.args[1] = r.si;") < leave.index("id == 47") < leave.index("emit_plain(")
+    assert ("    case 47: /* recvmsg */\n        off = put_scm_rights(buf, off, 0, s.args[1]);\n"
+            "        break;") in leave
+    # msghdr's msg_control/msg_controllen and cmsghdr's layout (uapi, x86_64); bounded reads
+    assert "#define MSGHDR_CONTROL_OFFSET 32" in text
+    assert "#define SCM_MAX_FDS (BLOB_SLOT / 4)" in text  # 32 fds at most: one item
+    assert "c.level == SOL_SOCKET_LEVEL && c.type == SCM_RIGHTS_TYPE" in text
+    assert "id == 47" not in render(options(syscalls=("openat", "close")))
+    assert "id == 47" not in render_exit_filter(("fcntl",))
+    assert "id == 72" in render_exit_filter(("fcntl", "recvmsg"))
 
 
 def test_local_endpoint_probes_follow_features_and_connect() -> None:
