@@ -34,8 +34,12 @@ STATE_SYSCALLS = frozenset({
     "pidfd_open", "pidfd_getfd", "io_uring_setup",
     "socket", "connect", "bind", "listen", "accept", "accept4", "memfd_create",
     "recvmsg",  # recorded only when it received fds (SCM_RIGHTS): filtered in the kernel
+    "userfaultfd",
 })
 _CAPTURABLE = tuple(s.name for s in SYSCALLS)
+# Syscalls the program records only in part (the kernel side drops the rest): a rule on them
+# sees those calls only, which `capture record --rules` says.
+PARTLY_CAPTURED = {"recvmsg": "only the calls that receive fds with SCM_RIGHTS"}
 # The part of the state set that keeps `proc.*` right (exec, cwd, ids, parentage and the fds a
 # child inherits): few calls, recorded under any syscall choice.
 PROCESS_STATE = frozenset({
@@ -96,6 +100,8 @@ def _for_rules(paths: tuple[str, ...]) -> RuleSyscalls:
             count += 1
     rows = tuple(n for n in _CAPTURABLE if n in matched)
     state = tuple(n for n in _CAPTURABLE if n in STATE_SYSCALLS and n not in matched)
-    # Event types of the catalog that are not syscalls capture records (I/O calls, ...).
-    others = tuple(sorted(matched - set(_CAPTURABLE)))
+    # Event types of the catalog that are not syscalls capture records (I/O calls, ...), and
+    # those it records only in part.
+    others = tuple(sorted(matched - set(_CAPTURABLE))) + tuple(
+        f"{name} ({what})" for name, what in PARTLY_CAPTURED.items() if name in matched)
     return RuleSyscalls(rows, state, others, count)

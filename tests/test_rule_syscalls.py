@@ -103,3 +103,12 @@ def test_an_fd_free_choice_adds_only_the_process_state() -> None:
 def test_the_default_preset_is_all_rows() -> None:
     found = syscalls_for_choice(resolve_syscalls("default"))
     assert found.state == () and "close" in found.rows
+
+
+def test_a_rule_on_recvmsg_is_told_only_fd_passing_calls_are_recorded(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text("- rule: Received\n  desc: x\n  condition: evt.type = recvmsg\n"
+                     "  output: x\n  priority: NOTICE\n")
+    found = syscalls_for_rules([rules])
+    assert "recvmsg" in found.rows
+    assert found.not_capturable == ("recvmsg (only the calls that receive fds with SCM_RIGHTS)",)
