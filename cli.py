@@ -256,8 +256,9 @@ def _comma_list(ctx: click.Context, param: click.Parameter, value: str | None
               help="Not processes with this command name (repeatable); filtered in the kernel.")
 @click.option("--container", "containers", multiple=True,
               help="Only processes in this container: its id (12 or 64 hex digits), its name "
-              "(needs a runtime socket), or host (repeatable); filtered in user space, after "
-              "enrichment.")
+              "(needs a runtime socket), or host (repeatable); filtered in the kernel by "
+              "cgroup-v2 id where the machine allows, then in user space (names of containers "
+              "started later: user space only).")
 @click.option("--runtime-socket", "runtime_sockets", multiple=True,
               type=click.Path(exists=True, dir_okay=False),
               help="A container runtime socket to ask for container names and images "
@@ -285,12 +286,18 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
     OUTPUT (OUTPUT.spool), synced every second: after a crash or `kill -9`, `capture recover`
     turns it into a trace. Filters (--pid, --follow, --comm, --exclude-comm) run in the kernel;
     --comm and --exclude-comm look at the command name a syscall starts with: the execve that
-    starts an excluded program is still recorded. --container runs in user space (the kernel's
-    only container handle is the cgroup-v2 id, which a container on cgroup v1 does not have):
-    every event still reaches the capture, which keeps those of processes in the named
-    containers. Container names and images come from the runtime's API: the Docker Engine API
-    for Docker and podman, the CRI (gRPC) for containerd and CRI-O. Progress shows on stderr;
-    the last line sums up events, drops and bytes/event.
+    starts an excluded program is still recorded. --container runs in the kernel by the task's
+    cgroup-v2 id (the selected containers' cgroups, nested ones included; a cgroup made during
+    the capture is judged from its path before a process can enter it, so a container started
+    later is recorded from its first exec), then again in user space, which has the final word.
+    The exec, chdir and set*id calls of every process still reach user space: a container's
+    first process descends from its runtime, outside it. A container name can only be matched
+    in user space: a container started later reaches it until the runtime has named it. With
+    no cgroup v2 hierarchy or cgroup tracepoints, or on a v1+v2 machine where a selected
+    container has no v2 cgroup, --container runs in user space only; stderr and the trace's
+    options (container_selection) say where it ran. Container names and images come from the
+    runtime's API: the Docker Engine API for Docker and podman, the CRI (gRPC) for containerd
+    and CRI-O. Progress shows on stderr; the last line sums up events, drops and bytes/event.
 
     \b
     Example:
@@ -302,7 +309,7 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
         capture record -o pod.parquet --runtime-socket /run/k3s/containerd/containerd.sock
         capture record -o t.parquet --rules rules/sysreplay_rules.yaml --duration 1h
     """
-    from capture.record import RecordOptions, program_text
+    from capture.record import RecordOptions, container_plan, program_text
 
     if preset is not None and syscalls is not None:
         raise click.UsageError("Give --preset or --syscalls, not both.")
@@ -326,6 +333,8 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
         recorded = options.recorded()
         click.echo(f"Rows of {', '.join(recorded.rows)}; for the process and fd tables only: "
                    f"{', '.join(recorded.state)}.", err=True)
+    if (plan := container_plan(options)) is not None:
+        click.echo(f"--container: filtered {plan.where}.", err=True)
     if not options.rotating and os.path.isdir(output):
         raise click.UsageError(f"{output} is a directory: name a file, or rotate (--rotate-size, "
                                "--rotate-seconds) to write segments into it.")

@@ -27,6 +27,19 @@
  *   userspace process table right; they are not trace rows. They are sent for every process,
  *   whatever the filters: a stale process table is wrong for the processes that are recorded.
  *
+ * Selecting containers (CGROUP_FILTER, `--container`): a record is kept when the task's cgroup-v2
+ * id (bpf_get_current_cgroup_id) has the verdict CG_KEEP: its entry in cgroup_map, else
+ * CGROUP_DEFAULT (CG_KEEP when `host` is selected, else CG_DROP). Userspace fills the map with
+ * the cgroups that exist at start; cgroup_mkdir gives each new v2 cgroup its verdict from its
+ * path before any task can enter it, so a container started later is recorded from its first
+ * exec (see cgroup_path_verdict). The kernel only drops what it is sure of: an unsure path is
+ * kept, and userspace, which filters again, corrects the verdict once it sees the cgroup's
+ * records; it learns every new cgroup's path from a REC_CGROUP record, sent before any task can
+ * enter the cgroup. The syscalls that keep the process table right (PROC_STATE: execve, chdir,
+ * the set*id calls) pass whatever the cgroup: a container's first process descends from
+ * processes outside it (the runtime), and its parent's name, exe and command line come from
+ * their execs.
+ *
  * Following process trees (FOLLOW): the roots are rendered as constants and their descendants
  * enter follow_map when they are forked, so a child forked a microsecond after attaching is
  * followed too (seeding a map from userspace after attach would miss it). Entries leave the map
@@ -58,6 +71,7 @@
 #define FIB_PORTS @FIB_PORTS@             /* fib:fib_table_lookup: IPv4 connect's port */
 #define FIB6_PORTS @FIB6_PORTS@           /* fib6:fib6_table_lookup: IPv6 UDP connect's port */
 #define FOLLOW @FOLLOW@                   /* record only the FOLLOW_ROOTS trees */
+#define CGROUP_FILTER @CGROUP_FILTER@     /* record only the selected cgroups (--container) */
 
 #define OFF_MASK (SCRATCH_HALF - 1)
 #define N_ITEMS 4
@@ -66,12 +80,14 @@
 #define REC_EXEC_ARGS 2
 #define REC_FORK 3
 #define REC_EXIT 4
+#define REC_CGROUP 5 /* a new cgroup-v2 cgroup: args[0] its id, item 0 its path */
 
 /* Indexes of the per-CPU counters; userspace sums them into the trace's drop counters. */
 #define CNT_RINGBUF_FULL 0 /* a record was lost: the ring buffer was full */
 #define CNT_STASH_FULL 1   /* a syscall was lost: the entry-argument map was full */
 #define CNT_SCRATCH 2      /* no scratch buffer (cannot happen; counted to be sure) */
-#define N_COUNTERS 3
+#define CNT_CGROUP_FULL 3  /* a new selected cgroup found cgroup_map full: its records are lost */
+#define N_COUNTERS 4
 
 /* Who emitted the record (cgroup_id .. comm) is contiguous: userspace uses those bytes, as one
  * slice of the decoded header, as the key of the process view it last built for them. */
@@ -172,12 +188,63 @@ static __always_inline int followed(u32 tgid)
 }
 #endif
 
+#if CGROUP_FILTER
+#define CG_KEEP 1
+#define CG_DROP 2
+#define CGROUP_DEFAULT @CGROUP_DEFAULT@ /* the verdict of a cgroup not in cgroup_map */
+#define CGROUP_NAMES @CGROUP_NAMES@     /* names are selected: any new container may be one */
+#define CGPATH_MAX @CGPATH_MAX@          /* power of two; a longer path is kept (unsure) */
+#define CG_IDS 4                        /* container ids looked at per path; more: unsure */
+/* cgroup-v2 id -> CG_KEEP or CG_DROP, where it differs from CGROUP_DEFAULT */
+BPF_HASH(cgroup_map, u64, u8, @CGROUP_ENTRIES@);
+struct cgpath {
+    char s[CGPATH_MAX];
+    u64 keys[CG_IDS];   /* the first 12 digits of each 64-hex run, as a number */
+    u32 starts[CG_IDS]; /* where each run starts */
+    /* The path scan's state, kept in memory (volatile) rather than in registers: the verifier
+     * then knows nothing of it and meets each step of the loop in one state, instead of one per
+     * value of the run length (which exceeds its limit). */
+    volatile u64 key;   /* the current run's first 12 digits */
+    volatile u32 run;   /* the current run's length */
+    volatile u32 n;     /* runs of 64 found */
+    volatile u32 spaces;
+};
+BPF_PERCPU_ARRAY(cgpath_map, struct cgpath, 1);
+
+static __always_inline int cgroup_kept(void)
+{
+    u64 id = bpf_get_current_cgroup_id();
+    u8 *verdict = cgroup_map.lookup(&id);
+    return (verdict ? *verdict : CGROUP_DEFAULT) == CG_KEEP;
+}
+
+/* The syscalls userspace applies to the process table even for processes it leaves out. */
+static __always_inline int proc_state(long id)
+{
+    switch (id) {
+@PROC_STATE_CASES@
+        return 1;
+    }
+    return 0;
+}
+#endif
+
 static __always_inline int task_selected(u32 tgid)
 {
     if (tgid == SELF_TGID)
         return 0;
 @TASK_FILTER@
     return 1;
+}
+
+/* The container filter, after the task's: one map look-up (syscall `id` of the record). */
+static __always_inline int cgroup_selected(long id)
+{
+#if CGROUP_FILTER
+    return proc_state(id) || cgroup_kept();
+#else
+    return 1;
+#endif
 }
 
 static __always_inline void fill_header(struct rec_hdr *h, u16 kind, u16 nr)
@@ -445,7 +512,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = (u32)pid_tgid;
-    if (!task_selected(pid_tgid >> 32))
+    if (!task_selected(pid_tgid >> 32) || !cgroup_selected(id))
         return 0;
     struct regs_tail r = {};
     if (bpf_probe_read_kernel(&r, sizeof(r), (void *)(ctx->args[0] + REGS_R10_OFFSET)))
@@ -499,7 +566,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         stash_map.delete(&tid);
         id = s.id;
     } else {
-        if (!task_selected(pid_tgid >> 32))
+        if (!task_selected(pid_tgid >> 32) || !cgroup_selected(id))
             return 0;
         s.args[0] = r.di;
         s.args[1] = r.si;
@@ -725,6 +792,154 @@ TRACEPOINT_PROBE(fib6, fib6_table_lookup)
         l->ep.family = 10;
     }
     l->ep.port = args->sport;
+    return 0;
+}
+#endif
+
+#if CGROUP_FILTER
+/* Container cgroups, as capture/proc_table.py's _CONTAINER_PATTERNS name them (libsinsp's
+ * layouts): a 64-hex id with one of the texts of bpf_render.CONTAINER_ID_CONTEXTS before it
+ * (and after it, for some), or the kubepods layout. The kernel tells a container from these only
+ * to drop it (`host` selected): a path it cannot be sure of is kept, and userspace decides. */
+#define CH(i) (p->s[(i) & (CGPATH_MAX - 1)])
+
+/* kubepods: "/kubepods", no white space, then "/pod" with [0-9a-f_-] and "/" before the id,
+ * taken as sure when the path starts with /kubepods (the regex allows more: those are kept). */
+static __always_inline int kubepods_at(struct cgpath *p, u32 start, int spaces)
+{
+    if (spaces || start < 16 || !(@KUBEPODS_AT_START@) || CH(start - 1) != '/')
+        return 0;
+    u32 end = start - 1; /* the pod segment ends here */
+    for (u32 k = 1; k < 48; k++) { /* "pod" and a uid, with - or _ (36 characters) */
+        if (end < k + 4)
+            return 0;
+        char c = CH(end - k);
+        if ((u8)(c - '0') < 10 || (u8)(c - 'a') < 6 || c == '_' || c == '-')
+            continue; /* the d of "pod" is one of these */
+        return c == 'o' && k >= 3 && CH(end - k - 1) == 'p' && CH(end - k - 2) == '/';
+    }
+    return 0;
+}
+
+/* 1 when the 64-hex run at `start` is a container id by its context. */
+static __always_inline int container_at(struct cgpath *p, u32 start)
+{
+@CONTAINER_AT@
+    return 0;
+}
+
+/* 1 when a container id (12 hex digits, as a number) is selected. */
+static __always_inline int selected_id(u64 key)
+{
+@CGROUP_ID_TEST@
+}
+
+/* The verdict of a new cgroup from its path (p->s, len bytes and the NUL). A selected
+ * container's id is a run of 64 hex digits that starts with it (how userspace finds ids); its
+ * nested cgroups have it in their path too. */
+static __always_inline u8 cgroup_path_verdict(struct cgpath *p, u32 len)
+{
+    if (len >= CGPATH_MAX - 1)
+        return CG_KEEP; /* cut: an id may be further on */
+    /* Hidden from the compiler, which would otherwise drop the loop's i < CGPATH_MAX (len is
+     * less) and leave the verifier a loop bounded by nothing it knows. */
+    asm volatile("" : "+r"(len));
+    p->key = 0;
+    p->run = 0;
+    p->n = 0;
+    p->spaces = 0;
+    for (u32 i = 0; i < CGPATH_MAX; i++) {
+        if (i >= len)
+            break;
+        /* Few branches per character: the verifier keeps one pending state per branch of the
+         * whole scan, and has a limit. */
+        u8 c = p->s[i];
+        u8 digit = c - '0';
+        if (digit >= 10) {
+            u8 letter = c - 'a';
+            if (letter >= 6) { /* not a hex digit (unsigned: below 'a' too) */
+                if (c <= ' ')
+                    p->spaces = 1; /* white space, or a control character */
+                p->run = 0;
+                p->key = 0;
+                continue;
+            }
+            digit = letter + 10;
+        }
+        u32 run = p->run + 1;
+        p->run = run;
+        if (run <= 12)
+            p->key = (p->key << 4) | digit;
+        if (run == 64) {
+            u32 n = p->n;
+            if (n >= CG_IDS)
+                return CG_KEEP; /* more ids than looked at: unsure */
+            p->starts[n & (CG_IDS - 1)] = i - 63;
+            p->keys[n & (CG_IDS - 1)] = p->key;
+            p->n = n + 1;
+        }
+    }
+    u32 n = p->n;
+    int spaces = p->spaces;
+    int container = 0;
+    /* Written out, not a loop: the compiler drops a loop's j < CG_IDS (n is at most that). */
+#define CHECK_ID(j)                                                    \
+    if (n > j) {                                                       \
+        if (selected_id(p->keys[j]))                                   \
+            return CG_KEEP;                                            \
+        container |= container_at(p, p->starts[j] & (CGPATH_MAX - 1)); \
+    }
+    CHECK_ID(0)
+    CHECK_ID(1)
+    CHECK_ID(2)
+    CHECK_ID(3)
+    /* kubepods for the first id only (one per path in that layout): its loop, once per id, is
+     * more than the verifier takes */
+    if (n)
+        container |= kubepods_at(p, p->starts[0] & (CGPATH_MAX - 1), spaces);
+    if (CGROUP_DEFAULT == CG_DROP) /* ids only: no selected id, so not selected */
+        return CGROUP_NAMES && n ? CG_KEEP : CG_DROP;
+    return container && !CGROUP_NAMES ? CG_DROP : CG_KEEP;
+}
+
+/* A new cgroup: its verdict, before any task can be moved into it. */
+TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
+{
+    if (args->root != 0)
+        return 0; /* a cgroup-v1 hierarchy: its ids are another numbering */
+    u32 zero = 0;
+    struct cgpath *p = cgpath_map.lookup(&zero);
+    if (!p)
+        return 0;
+    u16 at = args->data_loc_path & 0xFFFF;
+    int len = bpf_probe_read_kernel_str(p->s, CGPATH_MAX, (char *)args + at);
+    u8 verdict = len <= 0 ? CG_KEEP : cgroup_path_verdict(p, len - 1);
+    u64 id = args->id;
+    if (verdict != CGROUP_DEFAULT && cgroup_map.update(&id, &verdict) && verdict == CG_KEEP)
+        count(CNT_CGROUP_FULL);
+    /* Userspace learns the cgroup before any record of a task in it: a short-lived container's
+     * cgroup may be gone before those records are enriched, and its path names the container. */
+    struct scratch *buf = begin(REC_CGROUP, 0);
+    if (!buf)
+        return 0;
+    struct rec_hdr *h = (struct rec_hdr *)buf->data;
+    h->args[0] = id;
+    int n = bpf_probe_read_kernel_str(&buf->data[sizeof(struct rec_hdr)], CGPATH_MAX,
+                                      (char *)args + at);
+    if (n < 0)
+        n = 0;
+    n &= 2 * CGPATH_MAX - 1;
+    set_len(buf, 0, n);
+    output(buf, sizeof(struct rec_hdr) + n);
+    return 0;
+}
+
+TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
+{
+    if (args->root != 0)
+        return 0;
+    u64 id = args->id;
+    cgroup_map.delete(&id);
     return 0;
 }
 #endif

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TEMPLATE_PATH = Path(__file__).with_name("bpf_program.c")
+_SHORT_ID = re.compile(r"[0-9a-f]{12}")
 PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 SUPPORTED_ARCH = "x86_64"
 TASK_COMM_LEN = 16
@@ -61,6 +62,22 @@ def _s(*args: int) -> tuple[Item, ...]:
 
 _FD_PAIR = (Item(BYTES, 0, size=8),)  # the int[2] that pipe/pipe2 fill (socketpair: arg 3)
 
+
+# Container cgroups by the text around their 64-hex id: the layouts of
+# capture/proc_table.py's _CONTAINER_PATTERNS (libsinsp's) as (before, after) literals, for the
+# kernel's cgroup filter (container_at in bpf_program.c). The kubepods layout, whose pod segment
+# varies, is written in the C (kubepods_at). tests/test_cgroup_filter.py checks both against
+# container_of.
+CONTAINER_ID_CONTEXTS: tuple[tuple[str, str], ...] = (
+    ("/docker/", ""), ("/docker-", ".scope"),
+    ("/cri-containerd-", ".scope"), (":cri-containerd:", ""),
+    ("/crio-", ""), ("/crio/", ""),
+    ("/libpod-", ".scope"), ("/libpod_parent/libpod-", ""),
+    ("/containerd/", ""),
+)
+KUBEPODS_ROOT = "/kubepods"
+CONTAINER_ID_DIGITS = 64
+CGROUP_PATH_MAX = 512  # most bytes of a new cgroup's path judged (NUL included); more: cut
 
 # x86_64 numbers (asm/unistd_64.h). Items are read at sys_exit from the syscall's arguments.
 SYSCALLS: tuple[SyscallSpec, ...] = (
@@ -144,6 +161,13 @@ SYSCALLS: tuple[SyscallSpec, ...] = (
 SYSCALL_BY_NAME: dict[str, SyscallSpec] = {s.name: s for s in SYSCALLS}
 FORKS = ("clone", "clone3", "fork", "vfork")  # return 0 in the child, through sys_exit too
 SYSCALL_BY_NR: dict[int, SyscallSpec] = {s.nr: s for s in SYSCALLS}
+# The syscalls that keep the process table right (capture/handlers.py applies them even to
+# processes a --container selection leaves out: they can be the ancestors of selected ones, or
+# enter a container by exec). The kernel's container filter lets them through too.
+PROC_STATE_SYSCALLS = frozenset({
+    "execve", "execveat", "chdir", "fchdir",
+    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid",
+})
 
 # What the rules need (upstream stable + incubating and ours, see rule-evttypes.tsv), plus what
 # keeps the process and fd tables right, as libsinsp's own state set does (sinsp_state_sc_set):
@@ -185,6 +209,13 @@ class ProgramOptions:
     fib_ports: bool = True  # feature: fib:fib_table_lookup has ports (with local_endpoints)
     fib6_ports: bool = True  # feature: fib6:fib6_table_lookup has ports (with local_endpoints)
     follow_entries: int = 16384  # processes and threads of the followed trees alive at once
+    # --container in the kernel (capture/cgroup_filter.py): records of tasks whose cgroup-v2
+    # id is not kept are dropped; cgroup_map holds the verdicts that differ from the default.
+    cgroup_filter: bool = False
+    cgroup_keep_host: bool = False  # `host` selected: cgroups are kept unless marked dropped
+    cgroup_ids: tuple[str, ...] = ()  # selected containers' ids (12 hex digits)
+    cgroup_names: bool = False  # names selected: new containers are kept for userspace to judge
+    cgroup_entries: int = 16384  # cgroups whose verdict is not the default, at once
 
 
 def resolve_syscalls(preset: str = "default", extra: Iterable[str] = (),
@@ -247,6 +278,16 @@ def placeholder_values(options: ProgramOptions) -> dict[str, str]:
         "FOLLOW": "1" if options.follow_tgids else "0",
         "FOLLOW_ROOTS": "\n".join(f"    case {p}:" for p in sorted(set(options.follow_tgids))),
         "FOLLOW_ENTRIES": str(options.follow_entries),
+        "CGROUP_FILTER": "1" if options.cgroup_filter else "0",
+        "CGROUP_DEFAULT": "CG_KEEP" if options.cgroup_keep_host else "CG_DROP",
+        "CGROUP_NAMES": "1" if options.cgroup_names else "0",
+        "CGROUP_ENTRIES": str(options.cgroup_entries),
+        "CGPATH_MAX": str(CGROUP_PATH_MAX),
+        "CGROUP_ID_TEST": render_cgroup_id_test(options.cgroup_ids),
+        "CONTAINER_AT": render_container_at(),
+        "KUBEPODS_AT_START": _chars_at(0, KUBEPODS_ROOT),
+        "PROC_STATE_CASES": "\n".join(f"    case {s.nr}: /* {s.name} */" for s in specs
+                                       if s.name in PROC_STATE_SYSCALLS),
         "STASH_ENTRIES": str(options.stash_entries),
         "RINGBUF_PAGES": str(options.ringbuf_pages),
         "SYSCALL_CASES": "\n".join(f"    case {s.nr}: /* {s.name} */" for s in specs),
@@ -343,6 +384,33 @@ def render_task_filter(pids: tuple[int, ...], comms: tuple[str, ...],
     return "\n".join(parts)
 
 
+def render_cgroup_id_test(ids: tuple[str, ...]) -> str:
+    """The body of `selected_id(u64 key)`: the ids' 12 hex digits as numbers."""
+    if not ids:
+        return "    return 0;"
+    cases = "\n".join(f"    case 0x{i}ULL:" for i in sorted(set(ids)))
+    return f"    switch (key) {{\n{cases}\n        return 1;\n    }}\n    return 0;"
+
+
+def render_container_at() -> str:
+    """Statements (inside `container_at`, bpf_program.c) that return 1 when the 64-hex run at
+    `start` has one of CONTAINER_ID_CONTEXTS around it."""
+    lines = []
+    for before, after in CONTAINER_ID_CONTEXTS:
+        tests = [f"start >= {len(before)}", _chars_at(f"start - {len(before)}", before)]
+        if after:
+            tests.append(_chars_at(f"start + {CONTAINER_ID_DIGITS}", after))
+        lines.append(f"    if ({' && '.join(tests)}) /* {before}<id>{after} */\n        return 1;")
+    return "\n".join(lines)
+
+
+def _chars_at(at: int | str, text: str) -> str:
+    """A C test that the cgroup path has `text` at index `at` (a C expression)."""
+    if not re.fullmatch(r"[A-Za-z0-9/_.:-]+", text):
+        raise RenderError(f"Cannot render {text!r} as a cgroup path test.")
+    return " && ".join(f"CH({at} + {i}) == '{c}'" for i, c in enumerate(text))
+
+
 def _comm_test(name: str) -> str:
     """1 when the kernel's comm (truncated to 15 bytes, NUL-terminated) is `name`, else 0.
 
@@ -382,5 +450,9 @@ def _check(options: ProgramOptions) -> None:
         raise RenderError("Process ids to follow must be positive.")
     if options.follow_entries < 1:
         raise RenderError("follow_entries must be positive.")
+    if any(not _SHORT_ID.fullmatch(i) for i in options.cgroup_ids):
+        raise RenderError("Container ids in the cgroup filter must be 12 lowercase hex digits.")
+    if options.cgroup_entries < 1:
+        raise RenderError("cgroup_entries must be positive.")
     if any(not c or "\0" in c for c in (*options.comms, *options.exclude_comms)):
         raise RenderError("Command names in the comm filter must be non-empty.")

@@ -1,16 +1,13 @@
 """`capture record --container ID|NAME|host`: which processes' events a capture keeps.
 
-The selection runs in user space, after the process table has placed each process in its
-container (cgroup path or cgroup-v2 id: capture/proc_table.py, capture/cgroup_index.py). The
-kernel's only container handle is `bpf_get_current_cgroup_id()`, the cgroup-v2 id: a container
-with v1 cgroups only (Docker's cgroupfs driver on a v1 or hybrid machine, as here) has none of
-its own, and reading its v1 cgroup from the task would need kernel struct offsets that the
-headers on such machines do not match. On cgroup v2 the kernel could drop other containers'
-events by id (a BPF map of the selected containers' v2 ids, filled at start and when a selected
-container appears); the capture program does not do that yet, so every event still reaches
-user space. A left-out process costs a dictionary look-up per event: its syscall handler (but
-for the few that keep the process table right) and its row are skipped, and its fd table is
-dropped.
+The exact selection runs in user space, after the process table has placed each process in its
+container (cgroup path or cgroup-v2 id: capture/proc_table.py, capture/cgroup_index.py). Where
+the kernel can, it drops the other containers' events first, by the task's cgroup-v2 id
+(capture/cgroup_filter.py), and user space filters again what reaches it. Where it cannot (no
+cgroup v2 hierarchy, or a selected container with no v2 cgroup: Docker's cgroupfs driver with an
+old runc on a v1+v2 hybrid machine), every event reaches user space, as before. A left-out process
+costs a dictionary look-up per event: its syscall handler (but for the few that keep the process
+table right) and its row are skipped, and its fd table is dropped.
 
 A selector is `host`, a container id (12 to 64 hex digits: its first 12 must be the container's
 `container.id`), or anything else, which is a name (or id prefix) for the runtime to resolve:
@@ -44,6 +41,7 @@ class ContainerSelection:
     ids: frozenset[str]  # 12-hex container ids
     names: frozenset[str]
     runtimes: ContainerRuntimes
+    unresolved: frozenset[str] = frozenset()  # names no runtime knew at start
     _decided: dict[str, bool] = field(default_factory=dict)
 
     @staticmethod
@@ -61,25 +59,31 @@ class ContainerSelection:
                 f"no container runtime socket answered ({tried}). Give the container id (12 or "
                 f"64 hex digits, as in `docker ps --no-trunc`), or the socket with "
                 f"--runtime-socket PATH.")
+        unresolved = set()
         for name in names:
             if (info := runtimes.lookup(name)) is not None:
                 ids.add(info.short_id)
-        return ContainerSelection(host, frozenset(ids), frozenset(names), runtimes)
+            else:
+                unresolved.add(name)
+        return ContainerSelection(host, frozenset(ids), frozenset(names), runtimes,
+                                  frozenset(unresolved))
 
     def wants(self, proc: Proc) -> bool:
-        cid = proc.container_id
+        return self.wants_container(proc.container_id, proc.container_type)
+
+    def wants_container(self, cid: str, ctype: str) -> bool:
+        """Whether the events of container `cid` ("host": none) of type `ctype` are kept."""
         decided = self._decided.get(cid)
         if decided is None:
-            decided = self._decided[cid] = self._decide(proc)
+            decided = self._decided[cid] = self._decide(cid, ctype)
         return decided
 
-    def _decide(self, proc: Proc) -> bool:
-        cid = proc.container_id
+    def _decide(self, cid: str, ctype: str) -> bool:
         if cid == "host":
             return self.host
         if cid in self.ids:
             return True
-        if not self.names or proc.container_type not in RUNTIME_TYPES:
+        if not self.names or ctype not in RUNTIME_TYPES:
             return False
-        info = self.runtimes.lookup(cid, proc.container_type)
+        info = self.runtimes.lookup(cid, ctype)
         return info is not None and info.name in self.names

@@ -12,7 +12,9 @@ from state kept by the `Enricher`, in these modules:
 - capture/container_runtime.py: `ContainerRuntimes`, the container's name, image, labels... from
   the runtime's API (Docker Engine API: Docker, podman; CRI: containerd, CRI-O), looked up once
   per container;
-- capture/container_filter.py: `ContainerSelection`, the `--container` selection;
+- capture/container_filter.py: `ContainerSelection`, the `--container` selection, and
+  capture/cgroup_filter.py: `CgroupVerdicts`, its kernel side (the enricher corrects the verdicts
+  the kernel was not sure of);
 - capture/fd_table.py: `FdTables` (per process, fd -> immutable `FdInfo`: resolved path, socket
   family, protocol and endpoints, pipe, memfd...);
 - capture/handlers.py: one handler per syscall family, which updates the tables and collects the
@@ -33,12 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from capture import fast_feed
+from capture.bpf_render import CGROUP_PATH_MAX
+from capture.cgroup_filter import CgroupVerdicts
 from capture.cgroup_index import CgroupIndex
 from capture.container_filter import ContainerSelection
 from capture.container_runtime import RUNTIME_TYPES, ContainerInfo, ContainerRuntimes
 from capture.fd_table import FD_KINDS, FdInfo, FdTables
 from capture.handlers import DISPATCH, PROC_STATE_SYSCALLS, Ev
-from capture.probe import REC_EXEC_ARGS, REC_EXIT, REC_FORK, REC_SYSCALL, Record
+from capture.probe import REC_CGROUP, REC_EXEC_ARGS, REC_EXIT, REC_FORK, REC_SYSCALL, Record
 from capture.proc_table import Proc, ProcTable, UserDb
 from capture.render_args import AT_FDCWD
 from capture.rows import RowBatch, Shape
@@ -76,6 +80,11 @@ class Enricher:
         self.exec_args: dict[int, Record] = {}
         self.next_num = 1
         self.errors = 0  # records whose handler failed (left out of the trace)
+        # Records of processes the container selection leaves out, by syscall: what reached
+        # user space for nothing but the process table.
+        self.left_out: dict[str, int] = {}
+        # The selection's kernel side, when the kernel filters too (set by capture.record).
+        self.kernel_cgroups: CgroupVerdicts | None = None
         self.table_only = 0  # syscalls applied to the tables without a row (row_syscalls)
         self.last_error = ""
         self._files: dict[tuple[str | None, str, str, bool], FdInfo] = {}
@@ -153,6 +162,10 @@ class Enricher:
             self.fds.forked.pop(rec.args[0], None)
             if self.procs.exit(rec):
                 self.fds.tables.pop(rec.tgid, None)
+        elif rec.kind == REC_CGROUP and rec.items and len(rec.items[0]) < CGROUP_PATH_MAX:
+            # (a path cut at CGROUP_PATH_MAX may have lost its container id: the walk decides)
+            self.cgroups.learn(rec.args[0], rec.items[0].split(b"\0", 1)[0].decode(
+                "utf-8", "replace"))
 
     def _syscall(self, rec: Record, batch: RowBatch, who: bytes | None) -> None:
         dispatch = DISPATCH.get(rec.nr)
@@ -165,8 +178,12 @@ class Enricher:
             proc = self.procs.refresh_ids(proc, rec)
         if proc.cgroup_id != rec.cgroup_id:
             proc = self._cgroup_changed(proc, rec.cgroup_id)
+        kernel = self.kernel_cgroups
+        if kernel is not None and rec.cgroup_id not in kernel.checked:
+            kernel.check(rec.cgroup_id)
         selected = self.selection is None or self.selection.wants(proc)
         if not selected:
+            self.left_out[name] = self.left_out.get(name, 0) + 1
             # Left out: only what keeps the process table right runs, and the process's fd
             # table is dropped (read again from /proc should it ever be selected).
             self.fds.tables.pop(rec.tgid, None)

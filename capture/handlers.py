@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from capture.bpf_render import SYSCALL_BY_NR
+from capture.bpf_render import PROC_STATE_SYSCALLS, SYSCALL_BY_NR
 from capture.event_params import Ev, Handler, fd_param, item, res_param
 from capture.fd_handlers import FD_HANDLERS, NR_PIPE2
 from capture.fd_table import FdInfo, endpoint_text, fd_kind, socket_fd, with_endpoints
@@ -433,13 +433,10 @@ HANDLERS: dict[str, Handler] = {
     **dict.fromkeys(("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid"), _ids),
     **FD_HANDLERS,
 }
-# Handlers that keep the process table right: they run even for processes a --container
-# selection leaves out, since those can be the ancestors of selected ones (or join a container
-# by exec).
-PROC_STATE_SYSCALLS = frozenset({
-    "execve", "execveat", "chdir", "fchdir",
-    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid",
-})
+
+# PROC_STATE_SYSCALLS (capture/bpf_render.py): the handlers that keep the process table right,
+# run even for processes a --container selection leaves out, since those can be the ancestors of
+# selected ones (or join a container by exec). The kernel's container filter lets them through.
 
 DISPATCH: dict[int, tuple[str, Handler]] = {
     spec.nr: (spec.name, HANDLERS.get(spec.name, _generic)) for spec in SYSCALL_BY_NR.values()

@@ -32,9 +32,10 @@ REC_SYSCALL = 1
 REC_EXEC_ARGS = 2
 REC_FORK = 3
 REC_EXIT = 4
+REC_CGROUP = 5  # a new cgroup-v2 cgroup (with --container in the kernel)
 
 # Counter indexes of the C program (CNT_*), by the name they get in the trace's drop counters.
-COUNTERS = {"ringbuf_full": 0, "stash_full": 1, "no_scratch": 2}
+COUNTERS = {"ringbuf_full": 0, "stash_full": 1, "no_scratch": 2, "cgroup_map_full": 3}
 
 # struct rec_hdr: ts, ret, args[6], cgroup_id, tgid, tid, uid, gid, comm[16], kind, nr, cpu,
 # len[4], pad. The indexes of the decoded tuple's fields:
@@ -63,6 +64,8 @@ class Features:
     local_endpoints: bool  # sock:inet_sock_set_state exists (local address of TCP connects)
     fib_ports: bool = False  # fib:fib_table_lookup has ports (source port of IPv4 connects)
     fib6_ports: bool = False  # fib6:fib6_table_lookup has ports (IPv6 UDP connects)
+    # cgroup:cgroup_mkdir and cgroup_rmdir have root, id and path (--container in the kernel)
+    cgroup_mkdir: bool = False
 
 
 class Record(NamedTuple):
@@ -98,8 +101,8 @@ def tracepoint_fields(tracefs: Path, category: str, event: str) -> frozenset[str
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("field:"):
-            decl = line[len("field:"):].split(";", 1)[0].strip()
-            names.add(decl.split("[", 1)[0].split()[-1])
+            decl = line[len("field:"):].split(";", 1)[0].strip()  # "char comm[16]", or
+            names.add(decl.split()[-1].split("[", 1)[0])  # "__data_loc char[] path"
     return frozenset(names)
 
 
@@ -107,12 +110,15 @@ def detect_features(tracefs: Path) -> Features:
     exit_fields = tracepoint_fields(tracefs, "sched", "sched_process_exit") or frozenset()
     sock = tracepoint_fields(tracefs, "sock", "inet_sock_set_state") or frozenset()
     route = {"sport", "dport", "src"}
+    cgroup = {"root", "id", "path"}
     return Features(
         has_group_dead="group_dead" in exit_fields,
         local_endpoints={"skaddr", "oldstate", "newstate", "sport", "saddr", "saddr_v6",
                          "protocol", "family"} <= sock,
         fib_ports=route <= (tracepoint_fields(tracefs, "fib", "fib_table_lookup") or set()),
         fib6_ports=route <= (tracepoint_fields(tracefs, "fib6", "fib6_table_lookup") or set()),
+        cgroup_mkdir=all(cgroup <= (tracepoint_fields(tracefs, "cgroup", event) or set())
+                         for event in ("cgroup_mkdir", "cgroup_rmdir")),
     )
 
 
@@ -234,6 +240,23 @@ class RingReader:
         self._prod.close()
 
 
+class CgroupMap:
+    """The program's cgroup_map: cgroup-v2 id -> verdict (capture/cgroup_filter.py)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, key: int, default: int | None = None, /) -> int | None:
+        leaf = self._table.get(self._table.Key(key))
+        return int(leaf.value) if leaf is not None else default
+
+    def __setitem__(self, key: int, value: int, /) -> None:
+        self._table[self._table.Key(key)] = self._table.Leaf(value)
+
+    def items(self) -> dict[int, int]:
+        return {int(k.value): int(v.value) for k, v in self._table.items()}
+
+
 class Probe:
     """The loaded capture program; use as a context manager (detaches on exit)."""
 
@@ -274,6 +297,13 @@ class Probe:
         assert self._bpf is not None, "Probe.start() first"
         table = self._bpf[b"counters"]
         return {name: int(table.sum(table.Key(i)).value) for name, i in COUNTERS.items()}
+
+    def cgroup_map(self) -> CgroupMap:
+        """The program's cgroup verdicts (rendered with `cgroup_filter`)."""
+        assert self._bpf is not None, "Probe.start() first"
+        if not self.options.cgroup_filter:
+            raise ProbeError("The capture program was rendered without the cgroup filter.")
+        return CgroupMap(self._bpf[b"cgroup_map"])
 
     def close(self) -> None:
         if self.ring is not None:

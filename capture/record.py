@@ -41,6 +41,10 @@ import pyarrow as pa
 
 from capture import compact
 from capture.bpf_render import ProgramOptions, arch_supported, render, resolve_syscalls
+from capture.cgroup_filter import CgroupPlan, CgroupVerdicts
+from capture.cgroup_filter import plan as cgroup_plan
+from capture.container_filter import ContainerSelection
+from capture.container_runtime import ContainerRuntimes
 from capture.enrich import Enricher
 from capture.probe import Features, Probe, detect_features, tracefs_root
 from capture.rows import RowBatch
@@ -72,7 +76,7 @@ class RecordOptions:
     comms: tuple[str, ...] = ()  # only these command names
     exclude_comms: tuple[str, ...] = ()  # not these command names (filtered in the kernel)
     runtime_sockets: tuple[str, ...] = ()  # container engine sockets (default: the usual ones)
-    containers: tuple[str, ...] = ()  # only these containers: ids, names, "host" (user space)
+    containers: tuple[str, ...] = ()  # only these containers: ids, names, "host" (kernel+user)
     ringbuf_bytes: int = 32 << 20  # power of two
     path_max: int = 4096
     arg_max: int = 1024
@@ -101,8 +105,12 @@ class RecordOptions:
         return syscalls_for_choice(
             resolve_syscalls(self.preset, self.extra_syscalls, self.syscalls))
 
-    def program(self, self_tgid: int, features: Features) -> ProgramOptions:
+    def program(self, self_tgid: int, features: Features,
+                cgroups: CgroupPlan | None = None) -> ProgramOptions:
+        """The program options; `cgroups`: the --container selection's plan (container_plan),
+        whose kernel part the program then carries."""
         pages = self.ringbuf_bytes // os.sysconf("SC_PAGE_SIZE")
+        kernel = cgroups if cgroups is not None and cgroups.kernel else None
         return ProgramOptions(
             syscalls=self.recorded().syscalls,
             self_tgid=self_tgid, pids=self.pids, follow_tgids=self.follow_pids, comms=self.comms,
@@ -110,6 +118,10 @@ class RecordOptions:
             path_slot=self.path_max, arg_slot=self.arg_max, max_args=self.max_args,
             has_group_dead=features.has_group_dead, local_endpoints=features.local_endpoints,
             fib_ports=features.fib_ports, fib6_ports=features.fib6_ports, env_max=self.env_max,
+            cgroup_filter=kernel is not None,
+            cgroup_keep_host=kernel is not None and kernel.keep_host,
+            cgroup_ids=kernel.ids if kernel is not None else (),
+            cgroup_names=kernel is not None and kernel.names,
         )
 
 
@@ -138,6 +150,11 @@ class RecordStats:
     output_bytes: int
     stopped_by: str  # "duration", "signal" or "stop"
     syscalls: tuple[str, ...] = field(default=())
+    container_filter: str | None = None  # where --container ran (cgroup_filter.IN_KERNEL...)
+    ring_bytes: int = 0  # what the kernel sent: ring-buffer bytes read
+    # Records that reached user space for processes --container leaves out, by syscall.
+    left_out: dict[str, int] = field(default_factory=dict)
+    cgroup_corrections: int = 0  # cgroups the kernel kept that user space then had it drop
 
     @property
     def events_per_second(self) -> float:
@@ -341,6 +358,7 @@ class _Loop:
     started: float = field(default_factory=time.monotonic)
     batch: RowBatch = field(default_factory=RowBatch)
     events: int = 0
+    ring_bytes: int = 0  # ring-buffer bytes enriched
     last_flush: float = field(default_factory=time.monotonic)
     last_events: int = 0
     drops_at_segment: dict[str, int] = field(default_factory=dict)
@@ -373,6 +391,7 @@ class _Loop:
         chunk = ring.read()
         used = self.enricher.feed_chunk(chunk, self.batch) if chunk else 0
         ring.consume(used)
+        self.ring_bytes += used
         return used > 0
 
     def _drain(self) -> None:
@@ -472,17 +491,29 @@ def record(options: RecordOptions, output: Path | str,
         raise RecordError("tracefs is not mounted; run `capture doctor --fix` (or mount -t "
                           "tracefs nodev /sys/kernel/tracing).")
     target, stop = Path(output), stop or threading.Event()
-    program = options.program(os.getpid(), detect_features(tracefs))
-    meta = TraceMeta(source=SOURCE_LIVE, hostname=socket.gethostname(),
-                     kernel=platform.release(), options=_meta_options(options, program))
+    features = detect_features(tracefs)
     recorded = options.recorded()
     enricher = Enricher(time.time_ns() - time.monotonic_ns(),
                         runtime_sockets=options.runtime_sockets, containers=options.containers,
                         row_syscalls=recorded.rows if recorded.state else None)
     enricher.snapshot()
+    cgroups = cgroup_plan(enricher.selection, features.cgroup_mkdir) \
+        if enricher.selection is not None else None
+    program = options.program(os.getpid(), features, cgroups)
+    meta = TraceMeta(source=SOURCE_LIVE, hostname=socket.gethostname(),
+                     kernel=platform.release(), options=_meta_options(options, program))
     meta = replace(meta, options={**meta.options, **enricher.meta_options()})
+    if cgroups is not None:
+        meta = replace(meta, options={**meta.options, "container_selection": cgroups.where})
     out = _Output(target, options, meta, segmented=options.rotating or cut is not None)
     with Probe(program) as probe, _signals_set(stop) as signalled, _no_automatic_gc():
+        if cgroups is not None and cgroups.kernel:
+            assert enricher.selection is not None
+            # Seeded once attached, before `ready`: the mkdir probe sees the cgroups made from
+            # now on, the walk those made before.
+            enricher.kernel_cgroups = CgroupVerdicts(probe.cgroup_map(), cgroups,
+                                                     enricher.selection, enricher.cgroups)
+            enricher.kernel_cgroups.seed()
         loop = _Loop(probe, enricher, out, options, progress, stop, cut)
         if ready is not None:
             ready.set()
@@ -501,14 +532,30 @@ def record(options: RecordOptions, output: Path | str,
             drops[k] = drops.get(k, 0) + v
     return RecordStats(tuple(out.paths), sum(m.events for m in metas), sum(drops.values()),
                        drops, time.monotonic() - loop.started, out.bytes_on_disk(), stopped_by,
-                       program.syscalls)
+                       program.syscalls, cgroups.where if cgroups is not None else None,
+                       loop.ring_bytes, dict(enricher.left_out),
+                       enricher.kernel_cgroups.corrected if enricher.kernel_cgroups else 0)
+
+
+def _features() -> Features:
+    tracefs = tracefs_root()
+    return detect_features(tracefs) if tracefs is not None else Features(False, False)
+
+
+def container_plan(options: RecordOptions, features: Features | None = None) -> CgroupPlan | None:
+    """Where `options.containers` would be filtered on this machine (None: no --container).
+    Names are resolved through the runtime now (ContainerSelectionError when none answers)."""
+    if not options.containers:
+        return None
+    runtimes = ContainerRuntimes.detect(options.runtime_sockets)
+    selection = ContainerSelection.parse(options.containers, runtimes)
+    return cgroup_plan(selection, (features or _features()).cgroup_mkdir)
 
 
 def program_text(options: RecordOptions) -> str:
     """The BPF C that `record(options, ...)` would load on this machine (`--print-bpf`)."""
-    tracefs = tracefs_root()
-    features = detect_features(tracefs) if tracefs is not None else Features(False, False)
-    return render(options.program(os.getpid(), features))
+    features = _features()
+    return render(options.program(os.getpid(), features, container_plan(options, features)))
 
 
 def _meta_options(options: RecordOptions, program: ProgramOptions) -> dict[str, Any]:
