@@ -41,12 +41,13 @@ from capture.probe import (  # noqa: E402
     REC_EXEC_ARGS,
     Probe,
     Record,
+    decode,
     detect_features,
     tracefs_root,
 )
 
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
-ENTER = b"tracepoint__raw_syscalls__sys_enter"
+ENTER = b"raw_tracepoint__sys_enter"
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,22 @@ def measure(label: str, execs: int, max_env: int = ProgramOptions.max_env) -> Ru
         shell.stdin.write(b"go\n")
         shell.stdin.close()
         while shell.poll() is None:
-            sizes += [record_size(r) for r in probe.poll() if r.kind == REC_EXEC_ARGS]
+            sizes += [record_size(r) for r in read_records(probe) if r.kind == REC_EXEC_ARGS]
             time.sleep(0.01)
         time.sleep(0.1)
-        for batch in probe.drain():
-            sizes += [record_size(r) for r in batch if r.kind == REC_EXEC_ARGS]
+        sizes += [record_size(r) for r in read_records(probe) if r.kind == REC_EXEC_ARGS]
         after = prog_stats(probe)
     spent = after.get("run_time_ns", 0) - before.get("run_time_ns", 0)
     return Run(label, len(sizes), sum(sizes) / max(len(sizes), 1), max(sizes, default=0),
                spent / max(len(sizes), 1), after.get("verified_insns"))
+
+
+def read_records(probe: Probe) -> list[Record]:
+    """The records committed to the ring buffer since the last call."""
+    assert probe.ring is not None
+    records, used = decode(probe.ring.read())
+    probe.ring.consume(used)
+    return records
 
 
 def record_size(record: Record) -> int:
