@@ -150,7 +150,7 @@ def import_cmd(scap: str, output: str, allow_truncated: bool) -> None:
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
 )
 def info_cmd(traces: tuple[str, ...], fmt: str) -> None:
-    """Show a trace's metadata: host, events, drops, time range, files and sizes.
+    """Show a trace's metadata: host, events, drops, time range, files, sizes and row order.
 
     TRACES is a trace file, a directory of segments or a glob; several name the segments of one
     capture. Only the Parquet footers are read, so this is instant on any size of trace.
@@ -646,11 +646,14 @@ def query_cmd(trace: str, sql: str, fmt: str) -> None:
 
     Column names need double quotes ("proc.name"); ancestor lists are 1-based in SQL
     ("proc.aname"[2] is Falco's proc.aname[1]). The query can read only the trace's files.
+    Without ORDER BY, rows come in storage order, which is not event order (traces cluster the
+    rows of each row group by event type): add order by "evt.num" for that.
 
     \b
     Example:
         analyze query trace.parquet 'select "proc.name", count(*) from events group by 1'
         analyze query trace.parquet 'select * from events where "evt.num" = 42' --format json
+        analyze query trace.parquet 'select "evt.num", "evt.type" from events order by 1 limit 5'
     """
     from analyze.query import format_result, run_query
 

@@ -114,8 +114,8 @@ def alert_chunks(trace: Trace, rules: Sequence[CompiledRule], matches: MatchTabl
 
     One query per chunk fetches its events: memory holds one chunk's rows and alerts, however
     many matches there are, and the chunk's evt.num range lets DuckDB skip the row groups
-    outside it (traces are written in evt.num order), so the chunks together read the trace
-    about once."""
+    outside it (a trace's row groups hold increasing ranges of evt.num), so the chunks together
+    read the trace about once."""
     plans = {r.index: OutputPlan.of(r.rule) for r in rules}
     columns = needed_columns(rules, trace_columns(trace))
     con = connect(trace)

@@ -7,6 +7,11 @@ The view's columns are the trace columns, i.e. Falco field names, so they need d
 Ancestor lists are 1-based in SQL: `"proc.aname"[1]` is the process itself, `"proc.aname"[2]` its
 parent (Falco's `proc.aname[1]`). `"evt.time"` is a TIMESTAMP_NS in UTC.
 
+Rows come in storage order unless the query says `ORDER BY`: row groups by increasing evt.num,
+but inside each one the writer clusters rows by event type (schemas.trace.CLUSTERED_ORDER), so
+`select * from events limit 10` is not the first ten events; add `order by "evt.num"` for event
+order. The view does not sort for you: every query (counts, the engines' scans) would pay for it.
+
 The SQL comes from the user but the data is sensitive, so DuckDB is locked down once the view
 exists: only the trace's own files stay readable (`allowed_paths`), every other file system,
 network and extension access is off (`enable_external_access=false`), and the configuration is

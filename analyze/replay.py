@@ -1,8 +1,10 @@
 """The replay engine: stream a trace through compiled rules, one row group at a time.
 
 `ReplayEngine` implements `analyze.engine_api.Engine`. Each rule's condition is compiled once
-(`analyze.replay_compile`); a trace is then read one Parquet row group at a time, in file and
-evt.num order, so memory stays bounded by a row group of the columns the rules touch:
+(`analyze.replay_compile`); a trace is then read one Parquet row group at a time, in file order
+(row groups hold increasing evt.num ranges; rows inside one are clustered by event type, which
+no rule can tell: each event is evaluated on its own), so memory stays bounded by a row group of
+the columns the rules touch:
 - columns are decoded on first use (a rule whose first check already fails on a row group never
   pays for its other columns); string lists (`proc.aname`, ...) are read as dictionaries;
 - Falco's event-type indexing: rules are grouped by the set of evt.type values they can match, and

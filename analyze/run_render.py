@@ -281,6 +281,8 @@ def trace_info_table(info: TraceInfo) -> Table:
         ("duration", format_duration(span) if span is not None else "-"),
         ("schema", ", ".join(info.schema_versions)),
         ("size", f"{info.size_bytes:,} bytes in {info.row_groups:,} row group(s)"),
+        ("order", "; ".join(f"rows by {o.replace(',', ', ')} in each row group"
+                            for o in info.row_orders) or "-"),
     ]
     rows += [(f"drops: {k}", f"{v:,}") for k, v in sorted(info.drops.items())]
     for key, value in rows:

@@ -35,11 +35,17 @@ the matches, see SqlGenerator.relax), exact for the rules that do not read them;
 if rules that read them have candidates, runs those rules exactly on the candidate events.
 
 What bounds the speed: the scan. DuckDB decodes a column 2048 rows at a time and skips only the
-vectors in which no row passed the scan's filter. On the bench's k8s trace the 4.5% of events
-whose type some rule looks at fall in 79% of the vectors, so each of the 43 columns the stable
-rules read is decoded for nearly every event: on 10M events and two cores that scan alone, no rule
-evaluated (the bench's `scan`), takes 0.84 s of the engine's 1.09 s (medians); the conditions,
-evaluated once per event of their types, and planning the statement take the rest.
+vectors in which no row passed the scan's filter, and each row group costs it a fixed price per
+column. The writer orders the rows of each row group by event type (schemas.trace.
+CLUSTERED_ORDER), so the 4.5% of events whose type some rule looks at (the bench's k8s trace)
+sit side by side instead of in 79% of the vectors, and makes row groups of 128k rows. On the
+bench's 10M events (the 44 stable and shipped rules, 43 columns read, a shared 2-core machine)
+the run takes 0.66 s of CPU where the evt.num-ordered, 64k-row-group layout took 1.93 s; the
+scan alone (the bench's `scan`, no rule evaluated) 0.47 s where it took 1.40 s. Of the scan,
+~0.2 s decodes the 43 columns for the 453,600 events of the rules' types and ~0.1 s is the fixed
+price of 77 row groups. The rest is the conditions, evaluated once per event of their types
+(~0.2 s), and two fixed costs on one thread: opening the trace and defining the macros
+(~0.07 s), planning the statement (~0.07 s).
 
 Security: rule values are bound parameters, never SQL text; the connection comes from
 `analyze.query.connect`, which leaves DuckDB able to read the trace's files and nothing else

@@ -65,6 +65,9 @@ class TraceInfo:
     options: dict[str, Any]  # the first segment's (segments of one capture share them)
     row_groups: int
     size_bytes: int
+    # How rows are ordered inside each row group, one entry per distinct order among the files,
+    # e.g. ("evt.type,evt.num",) (schemas.trace.CLUSTERED_ORDER; older traces: "evt.num").
+    row_orders: tuple[str, ...] = ()
 
     @property
     def duration_ns(self) -> int | None:
@@ -90,6 +93,7 @@ class TraceInfo:
             "options": self.options,
             "row_groups": self.row_groups,
             "size_bytes": self.size_bytes,
+            "row_orders": list(self.row_orders),
         }
 
 
@@ -219,6 +223,7 @@ def summarize(files: Iterable[TraceFile]) -> TraceInfo:
         options=metas[0].options if metas else {},
         row_groups=sum(f.row_groups for f in files),
         size_bytes=sum(f.size_bytes for f in files),
+        row_orders=_distinct(",".join(m.row_order) for m in metas),
     )
 
 

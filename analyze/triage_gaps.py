@@ -12,9 +12,14 @@ Imported captures differ: libsinsp numbers its internal events too (process and 
 records, which sysdig does not print), so an imported trace has small numbering gaps by nature.
 `GapReport.expected_num_gaps` says so when the trace came from `capture import`.
 
-The scan reads only `evt.num` and `evt.time`, one batch at a time, file after file: memory stays
-flat whatever the size. Time gaps are measured against the latest time seen so far, so events
-arriving a little out of order (per-CPU buffers) do not make false gaps.
+The scan reads only `evt.num` and `evt.time`, file after file, in event order: memory stays
+flat whatever the size. A file's row groups hold increasing ranges of evt.num; inside one, rows
+are in the order the footer's `row_order` says. Files written before rows were clustered by
+event type are in evt.num order, so their rows are compared as stored (a step back there is a
+splice); a clustered row group is sorted by evt.num first (one row group at a time, so memory
+is bounded by a row group, and a repeat or a step back between row groups still shows). Time
+gaps are measured against the latest time seen so far, so events arriving a little out of order
+(per-CPU buffers) do not make false gaps.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analyze.trace_reader import Trace, TraceFile
-from schemas.trace import SOURCE_IMPORT
+from schemas.trace import NUM_ORDER, SOURCE_IMPORT
 
 DEFAULT_GAP_NS = 5 * 10**9
 LISTED = 10  # gaps of each kind kept with their details; the rest are only counted
@@ -124,7 +129,7 @@ def scan_gaps(trace: Trace, threshold_ns: int = DEFAULT_GAP_NS) -> GapReport:
     state = _State()
     for tf in sorted(trace.files, key=_first_num):
         span = SegmentSpan(tf.path, 0, None, None, None, None)
-        for nums, times in _batches(tf.path):
+        for nums, times in _batches(tf):
             span = _add_to_span(span, nums, times)
             _scan_batch(report, state, nums, times, str(tf.path))
         report.segments.append(span)
@@ -146,16 +151,29 @@ def _first_num(tf: TraceFile) -> int:
     return -(2**63)
 
 
-def _batches(path: Path) -> Iterator[tuple[pa.Array, pa.Array]]:
-    parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=["evt.num", "evt.time"]):
-        nums = batch.column(0).cast(pa.int64())
-        times = batch.column(1).cast(pa.int64())
+def _batches(tf: TraceFile) -> Iterator[tuple[pa.Array, pa.Array]]:
+    """(evt.num, evt.time) of the file's events in event order, a batch at a time."""
+    parquet = pq.ParquetFile(tf.path)
+    columns = ["evt.num", "evt.time"]
+    if tf.meta.row_order == NUM_ORDER:
+        batches = (pa.Table.from_batches([b]) for b in
+                   parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns))
+    else:
+        batches = (_by_num(parquet.read_row_group(i, columns=columns))
+                   for i in range(parquet.num_row_groups))
+    for batch in batches:
+        nums = batch.column(0).combine_chunks().cast(pa.int64())
+        times = batch.column(1).combine_chunks().cast(pa.int64())
         if nums.null_count or times.null_count:  # rows without a number or time say nothing
             keep = pc.and_(pc.is_valid(nums), pc.is_valid(times))
             nums, times = nums.filter(keep), times.filter(keep)
         if len(nums):
             yield nums, times
+
+
+def _by_num(group: pa.Table) -> pa.Table:
+    """A row group's rows in event order (repeated numbers by time, for a stable answer)."""
+    return group.sort_by([("evt.num", "ascending"), ("evt.time", "ascending")])
 
 
 def _add_to_span(span: SegmentSpan, nums: pa.Array, times: pa.Array) -> SegmentSpan:

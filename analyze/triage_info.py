@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from analyze.trace_reader import Trace, TraceInfo, open_trace
-from analyze.triage_db import EVENTS, TIME_NS, TriageDB
+from analyze.triage_db import EVENTS, TIME_NS, TriageDB, quote
 from analyze.triage_gaps import DEFAULT_GAP_NS, GapReport, scan_gaps
 
 DEFAULT_TOP = 10
@@ -132,7 +132,7 @@ def _segments(trace: Trace, gaps: GapReport) -> list[Segment]:
 def _top_processes(db: TriageDB, top: int) -> list[ProcessCount]:
     """The busiest pids; their names and command lines are those of their last event (a pid's
     program changes at exec). Counting reads two integer columns; the first and last events of
-    the top pids are then fetched by evt.num, which the files are sorted by."""
+    the top pids are then fetched by evt.num (row group statistics skip the others)."""
     counts = db.rows(f'SELECT "proc.pid" AS pid, count(*) AS n, min("evt.num") AS first, '
                      f'max("evt.num") AS last FROM {EVENTS} '
                      "GROUP BY 1 ORDER BY n DESC, pid LIMIT $top", {"top": top})
@@ -151,10 +151,17 @@ def _top_processes(db: TriageDB, top: int) -> list[ProcessCount]:
     return out
 
 
+def _first_known(column: str) -> str:
+    """The column's first non-null value in event order, as an aggregate. (Not any_value: that
+    is the first in storage order, which is not event order in a trace clustered by type, and
+    depends on which thread reads which row group.)"""
+    return f'arg_min({quote(column)}, "evt.num") FILTER (WHERE {quote(column)} IS NOT NULL)'
+
+
 def _containers(db: TriageDB) -> list[ContainerCount]:
     rows = db.rows(
-        f'SELECT "container.id" AS id, any_value("container.name") AS name, '
-        f'any_value("container.image") AS image, count(*) AS n FROM {EVENTS} '
+        f'SELECT "container.id" AS id, {_first_known("container.name")} AS name, '
+        f'{_first_known("container.image")} AS image, count(*) AS n FROM {EVENTS} '
         "GROUP BY 1 ORDER BY n DESC, id"
     )
     return [ContainerCount(str(r["id"] or ""), str(r["name"] or ""), str(r["image"] or ""),
@@ -163,7 +170,7 @@ def _containers(db: TriageDB) -> list[ContainerCount]:
 
 def _users(db: TriageDB) -> list[Count]:
     rows = db.rows(
-        f'SELECT "user.uid" AS uid, any_value("user.name") AS name, count(*) AS n '
+        f'SELECT "user.uid" AS uid, {_first_known("user.name")} AS name, count(*) AS n '
         f"FROM {EVENTS} GROUP BY 1 ORDER BY n DESC, uid"
     )
     return [Count("" if r["uid"] is None else str(r["uid"]), str(r["name"] or ""), int(r["n"]))

@@ -16,10 +16,14 @@ Usage (from the repository root):
 Targets on the 2-core reference machine (issue #3): SQL >= 20M events/s, replay >= 2M events/s,
 peak memory < 1 GB regardless of trace size.
 
-Measured there (shared with other jobs, so medians of 5 runs; CPU seconds vary less than wall):
-SQL 9.2M events/s (1.09 s, 1.9 s CPU), replay 4.6M (2.19 s, 3.5 s CPU), peak under 290 MB.
-SQL's floor is its Parquet scan: `scan` decodes the 43 columns the rules read, no rule evaluated,
-at 11.9M events/s (0.84 s, 1.4 s CPU); see analyze/sql_engine.py.
+Measured there (shared with another job that kept one core busy most of the time; 6 runs each,
+CPU seconds vary less than wall), on the trace the writer makes (rows of each row group
+clustered by event type, 128k-row groups; 160 MB, 15.9 bytes/event): SQL 0.66 s (0.66 s CPU),
+15.2M events/s with one core, 0.41-0.42 s = 24M events/s whenever both cores were free; replay
+2.65 s (3.8M); peak 176 MB (SQL), 301 MB (replay). The same events in the earlier layout
+(evt.num order, 64k-row groups, 178 MB), same runs: SQL 1.92 s (1.93 s CPU, 5.2M), replay
+3.27 s. SQL's floor is its Parquet scan: `scan` decodes the 43 columns the rules read, no rule
+evaluated, in 0.47 s of CPU (1.40 s before); see analyze/sql_engine.py.
 """
 
 from __future__ import annotations
@@ -66,11 +70,11 @@ def build_trace(work: Path, min_events: int) -> tuple[Path, int]:
     base = work / "k8s.parquet"
     if not base.exists():
         import_scap(K8S_SCAP, base)
-    table = pq.read_table(base)
-    copies = -(-min_events // table.num_rows)
+    copies = -(-min_events // pq.ParquetFile(base).metadata.num_rows)
     big = work / f"k8s_x{copies}.parquet"
     if big.exists():
         return big, pq.ParquetFile(big).metadata.num_rows
+    table = pq.read_table(base)
     nums = table.column("evt.num")
     times = table.column("evt.time").cast(pa.int64())
     span_num = pc.max(nums).as_py() - pc.min(nums).as_py() + 1
@@ -169,12 +173,25 @@ def main() -> None:
     ap.add_argument("--engines", default="sql,replay,scan",
                     help="sql, replay, and scan: the SQL engine's scan alone")
     ap.add_argument("--child", nargs=2, metavar=("ENGINE", "TRACE"), help=argparse.SUPPRESS)
+    ap.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run_engine(args.child[0], Path(args.child[1]))))
         return
-    trace, events = build_trace(args.work, args.events)
-    print(f"trace: {trace} ({events:,} events, {trace.stat().st_size / 1e6:.0f} MB)")
+    if args.build:
+        built, count = build_trace(args.work, args.events)
+        print(json.dumps({"trace": str(built), "events": count}))
+        return
+    # Built in a child too: a process starts with its parent's peak RSS (Linux keeps it across
+    # fork and exec), so the engines' figures would otherwise include the building.
+    proc = subprocess.run([sys.executable, __file__, "--build", "--events", str(args.events),
+                           "--work", str(args.work)], capture_output=True, text=True, cwd=ROOT,
+                          check=True)
+    built = json.loads(proc.stdout.strip().splitlines()[-1])
+    trace, events = Path(built["trace"]), int(built["events"])
+    size = trace.stat().st_size
+    print(f"trace: {trace} ({events:,} events, {size / 1e6:.0f} MB, "
+          f"{size / events:.1f} bytes/event)")
     print(f"{'engine':<10}{'events/s':>16}{'seconds':>10}{'cpu s':>8}{'peak MB':>10}"
           f"{'matches':>10}")
     for engine in args.engines.split(","):

@@ -23,6 +23,9 @@ Layout decisions (why the schema looks the way it does):
   int64 (Falco's PT_UINT64 values never reach 2**63 in practice and int64 is friendlier in SQL).
 - Strings with few distinct values are Arrow dictionaries; the free-form ones (`evt.args`,
   `evt.buffer`) are plain, where a dictionary would only cost time.
+- Row groups hold disjoint, increasing ranges of `evt.num`; inside one, rows are ordered by
+  (`evt.type`, `evt.num`) (`CLUSTERED_ORDER`, named in the footer's `row_order`), so storage
+  order is not event order: readers that need event order sort by `evt.num`.
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ def _arg(name: str, note: str = "") -> Column:
 
 
 EVT_COLUMNS = (
-    _c("evt.num", "PT_UINT64", I64, note="event number in the capture; rows are sorted by it"),
+    _c("evt.num", "PT_UINT64", I64,
+       note="event number in the capture; row groups hold increasing ranges of it"),
     _c("evt.time", "PT_CHARBUF", TIME_NS, sysdig="evt.rawtime",
        note="stored as the raw time (ns since epoch, UTC); Falco renders it as a time string"),
     _c("evt.type", "PT_CHARBUF", STR),
@@ -221,6 +225,14 @@ COLUMNS: tuple[Column, ...] = (
 ANCESTOR_COLUMNS = ("proc.aname", "proc.apid", "proc.aexe", "proc.aexepath")
 COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 SORT_COLUMN = "evt.num"
+# How rows are ordered inside each row group (`TraceMeta.row_order`). Row groups always hold
+# disjoint, increasing ranges of evt.num; inside one, the writer clusters the rows by event type
+# (`CLUSTERED_ORDER`): rules look at a few types, and a reader decoding 2048-row vectors then
+# finds them side by side instead of spread over nearly every vector. Traces written before
+# that (no `sysreplay.row_order` key) are in evt.num order (`NUM_ORDER`). Whoever needs event
+# order sorts by evt.num; nothing may assume the storage order is it.
+NUM_ORDER = ("evt.num",)
+CLUSTERED_ORDER = ("evt.type", "evt.num")
 # A file without these is not an event trace, whatever its metadata says.
 REQUIRED_COLUMNS = ("evt.num", "evt.time", "evt.type", "evt.dir")
 
@@ -263,6 +275,8 @@ class TraceMeta:
     capture_end_ns: int | None = None  # last event's evt.time
     schema_version: str = SCHEMA_VERSION
     created_by: str = "sysreplay"
+    # The order of rows inside each row group (see CLUSTERED_ORDER); the writer sets it.
+    row_order: tuple[str, ...] = NUM_ORDER
 
     def to_kv(self) -> dict[str, str]:
         def opt(v: int | None) -> str:
@@ -281,6 +295,7 @@ class TraceMeta:
             "drops": json.dumps(self.drops, sort_keys=True),
             "options": json.dumps(self.options, sort_keys=True),
             "created_by": self.created_by,
+            "row_order": ",".join(self.row_order),
         }
         return {META_PREFIX + k: v for k, v in kv.items()}
 
@@ -309,6 +324,8 @@ class TraceMeta:
             capture_end_ns=opt("capture_end_ns"),
             schema_version=get["schema_version"],
             created_by=get.get("created_by", ""),
+            # Absent from traces written before the writer clustered rows by event type.
+            row_order=tuple(get["row_order"].split(",")) if get.get("row_order") else NUM_ORDER,
         )
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
+from trace_order import assert_clustered, read_in_event_order
 
 import cli
 from capture import doctor
@@ -230,9 +231,11 @@ def test_recover_writes_the_trace_next_to_the_spool(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.output == f"Recovered 4 events into {tmp_path / 't.parquet'} (drops unknown).\n"
     assert not spool.exists()
-    types = pq.read_table(tmp_path / "t.parquet", columns=["evt.type"]).column(0)
-    assert types.to_pylist() == ["openat", "close", "execve", "close"]
+    in_order = read_in_event_order(tmp_path / "t.parquet", ["evt.type"]).column(0)
+    assert in_order.to_pylist() == ["openat", "close", "execve", "close"]
+    assert_clustered(tmp_path / "t.parquet")
     # one dictionary for the row group, holding exactly the values used
+    types = pq.read_table(tmp_path / "t.parquet", columns=["evt.type"]).column(0)
     assert sorted(types.chunk(0).dictionary.to_pylist()) == ["close", "execve", "openat"]
 
 

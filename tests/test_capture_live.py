@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from live_capture import wait_until_spooling
+from trace_order import assert_clustered, read_in_event_order
 
 from analyze.trace_reader import open_trace
 from capture.doctor import run_checks
@@ -80,7 +81,8 @@ def recording(tmp_path: Path, **kw: Any) -> Iterator[Callable[[], RecordStats]]:
 
 
 def rows(path: Path) -> list[dict[str, Any]]:
-    return pq.read_table(path, columns=COLUMNS).to_pylist()
+    """The trace's rows as they happened (storage order clusters them by event type)."""
+    return read_in_event_order(path, COLUMNS).to_pylist()
 
 
 def own_comm() -> str:
@@ -105,7 +107,8 @@ def test_scripted_workload_is_recorded_with_enrichment(tmp_path: Path) -> None:
     trace = open_trace(tmp_path / "live.parquet")
     assert trace.info().events == result.events > 0 and trace.info().dropped == 0
     got = rows(tmp_path / "live.parquet")
-    assert [r["evt.num"] for r in got] == sorted(r["evt.num"] for r in got)
+    assert_clustered(tmp_path / "live.parquet")
+    assert [r["evt.num"] for r in got] == sorted({r["evt.num"] for r in got})  # each once
     assert {r["evt.dir"] for r in got} == {"<"}
     parent = own_comm()
 
@@ -219,9 +222,11 @@ def test_rotation_writes_segments_read_as_one_trace(tmp_path: Path) -> None:
     assert len(result.outputs) >= 3
     trace = open_trace(tmp_path / "live.parquet")  # the directory of segments
     assert trace.info().events == result.events
-    nums = [n for f in trace.paths for n in pq.read_table(f, columns=["evt.num"])
+    for segment in trace.paths:
+        assert_clustered(segment)
+    nums = [n for f in trace.paths for n in read_in_event_order(f, ["evt.num"])
             .column("evt.num").to_pylist()]
-    assert nums == sorted(nums) and len(nums) == len(set(nums))
+    assert nums == sorted(nums) and len(nums) == len(set(nums))  # segments follow each other
 
 
 CHILD = textwrap.dedent("""

@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from trace_order import assert_clustered, read_in_event_order
 
 from analyze.query import run_query
 from analyze.trace_reader import trace_info
@@ -62,7 +63,8 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ImportStats]
 
 
 def table_of(stats: ImportStats) -> pa.Table:
-    return pq.read_table(stats.output)
+    """The trace's rows in event order (storage order clusters them by event type)."""
+    return read_in_event_order(stats.output)
 
 
 def rows_of(stats: ImportStats) -> list[dict[str, Any]]:
@@ -91,7 +93,8 @@ def test_event_counts_and_metadata(imported: dict[str, ImportStats], name: str) 
     assert table.num_rows == EVENTS[name]
     assert table.schema.remove_metadata() == arrow_schema()
     nums = table.column("evt.num").to_pylist()
-    assert nums == sorted(set(nums))  # sorted by evt.num, no duplicates
+    assert nums == sorted(set(nums))  # no duplicates
+    assert_clustered(stats.output)  # rows by (evt.type, evt.num) in row groups of rising evt.num
     info = trace_info(stats.output)
     assert info.events == EVENTS[name] and info.dropped is None  # scap files do not record drops
     assert info.sources == ("import",) and info.source_files == (name,)

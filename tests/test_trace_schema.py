@@ -23,11 +23,13 @@ from analyze.trace_reader import (
 from capture.trace_writer import TraceWriteError, TraceWriter
 from schemas.trace import (
     ANCESTOR_COLUMNS,
+    CLUSTERED_ORDER,
     COLUMN_BY_NAME,
     COLUMNS,
     DERIVED,
     FROM_SYSDIG,
     LIVE_ONLY,
+    NUM_ORDER,
     SCHEMA_VERSION,
     SOURCE_LIVE,
     TraceMeta,
@@ -157,7 +159,40 @@ def test_writer_round_trip(tmp_path: Path) -> None:
     parquet = pq.ParquetFile(path)
     assert parquet.metadata.num_row_groups == 2
     assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
-    assert parquet.metadata.row_group(0).sorting_columns[0].column_index == 0
+    names = arrow_schema().names
+    assert [c.column_index for c in parquet.metadata.row_group(0).sorting_columns] == [
+        names.index("evt.type"), names.index("evt.num")]  # CLUSTERED_ORDER, as the footer says
+    assert read_trace_file(path).meta.row_order == CLUSTERED_ORDER
+
+
+def test_writer_clusters_each_row_group_by_event_type(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    types = ["read", "openat", None, "close", "openat", "read", "close", "close"]
+    # Two batches, each with its own dictionary; the second holds "close" twice.
+    first = small_batch([1, 2, 3, 4, 5])
+    first = first.set_column(2, "evt.type", pa.array(types[:5]).dictionary_encode())
+    second = small_batch([6, 7, 8])
+    second = second.set_column(2, "evt.type", pa.DictionaryArray.from_arrays(
+        pa.array([0, 1, 2], pa.int32()), pa.array(["read", "close", "close"])))
+    meta = write_trace(path, [first, second], rows=4)
+    assert meta.row_order == CLUSTERED_ORDER == ("evt.type", "evt.num")
+    parquet = pq.ParquetFile(path)
+    groups = [parquet.read_row_group(i, columns=["evt.num", "evt.type"]).to_pylist()
+              for i in range(parquet.num_row_groups)]
+    assert [[(r["evt.type"], r["evt.num"]) for r in g] for g in groups] == [
+        [("close", 4), ("openat", 2), ("read", 1), (None, 3)],  # a null type sorts last
+        [("close", 7), ("close", 8), ("openat", 5), ("read", 6)],
+    ]
+    assert read_trace_file(path).meta.row_order == CLUSTERED_ORDER
+
+
+def test_a_trace_without_row_order_is_in_event_number_order(tmp_path: Path) -> None:
+    kv = {k: v for k, v in TraceMeta(source="live").to_kv().items() if not k.endswith("order")}
+    assert len(kv) == len(TraceMeta(source="live").to_kv()) - 1
+    assert TraceMeta.from_kv(kv).row_order == NUM_ORDER == ("evt.num",)
+    pq.write_table(small_batch([1, 2]).replace_schema_metadata(kv), tmp_path / "old.parquet")
+    info = trace_info(tmp_path / "old.parquet")
+    assert info.row_orders == ("evt.num",) and info.to_dict()["row_orders"] == ["evt.num"]
 
 
 def test_writer_rejects_out_of_order_and_unknown_columns(tmp_path: Path) -> None:
