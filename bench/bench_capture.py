@@ -9,10 +9,18 @@ Needs root and BPF. Every capture is `capture.record.record` with the options of
    events or the capture falls behind: over the step it processes less than 95% of the load's
    rate (the 32 MiB ring buffer would absorb the excess for many seconds before dropping). The
    highest clean step's rate is the result. When the load itself cannot reach a rate, the search
-   stops there and says so. Each step also shows the capture's CPU time per event (both of its
-   threads, while the load ran: what bounds its rate on a free core) and the CPU the machine's
-   other processes took meanwhile, in cores: this 2-core machine is often shared, and a busy
-   neighbour lowers the result.
+   stops there and says so. Each step also shows the capture's CPU time per event (the threads
+   of its process, while the load ran: what bounds its rate on a free core; not the segment
+   conversions, in a worker process of their own) and the CPU the machine's other processes
+   took meanwhile, in cores: this 2-core machine is often shared, and a busy neighbour lowers
+   the result. With --rotate-seconds S (or --rotate-size BYTES), the capture rotates segments
+   as `capture record --rotate-seconds S` does: finished segments are converted into Parquet
+   (by the worker) while the capture goes on; each step also shows how long the capture's end
+   waited for those conversions after the load stopped. A Python loop makes
+   at most a few hundred thousand syscalls/s, and so does the kernel's open of a file (~2 us
+   the pair): --c-load runs the loop in C (bench/capture/load.c, compiled with gcc -O2), and
+   --bad-close makes it call close(-1) instead, one cheap syscall an iteration, recorded like
+   any close: the capture, not the load, then sets the limit.
 2. Slowdown: two syscall-heavy workloads timed alone (--runs before and --runs after) and under
    a capture (--runs) that follows their process tree (`--follow`; --whole-machine: a capture
    of everything, whose events then include the neighbours'), medians compared, in wall time and
@@ -28,6 +36,8 @@ Needs root and BPF. Every capture is `capture.record.record` with the options of
    I/O buffers included, enter and exit events counted apart) gives sysdig's own bytes per event
    and, imported (`capture import`), this project's bytes per row of the same events.
 
+With --sustained-only, sections 2 to 4 are left out.
+
 With --rules FILE, every capture is a `capture record --rules FILE` one: the syscalls those
 rules need are rows, those that only keep the tables right (close...) are applied but not
 written; the rates count both (syscalls processed), bytes/event is per row.
@@ -38,6 +48,7 @@ figures.
 Usage (root, from the repository root; takes two to three minutes, not part of the test suite):
     .venv/bin/python bench/bench_capture.py [--step-seconds 5] [--start 20000] [--factor 1.4]
         [--runs 3] [--keep DIR] [--whole-machine] [--rules FILE]... [--scap FILE | --no-scap]
+        [--rotate-seconds S | --rotate-size BYTES] [--c-load [--bad-close]] [--sustained-only]
 """
 
 from __future__ import annotations
@@ -69,6 +80,7 @@ from capture.doctor import FAILED, run_checks  # noqa: E402
 from capture.record import RecordOptions, RecordProgress, RecordStats, record  # noqa: E402
 
 LOAD = ROOT / "bench" / "capture" / "load.py"
+LOAD_C = ROOT / "bench" / "capture" / "load.c"
 REPEAT = ROOT / "bench" / "capture" / "repeat.py"
 SCAP = Path("/work/shared/anchors/scap/bencer_k8s__capture.scap")
 FLUSH_SECONDS = 0.5  # finer than the default 1 s: more rate samples per step
@@ -124,6 +136,7 @@ class Step:
     drops: dict[str, int]  # by counter: the kernel's, and records enrichment could not use
     cpu_per_event: float  # the capture's CPU seconds per event during the load
     others: float  # cores the machine's other processes used during the step
+    tail: float = 0.0  # seconds the capture's end took after the load stopped (conversions)
 
     @property
     def load_reached(self) -> bool:
@@ -177,10 +190,12 @@ def capture_during(work: Callable[[], Any], out: Path, options: RecordOptions | 
     return result.get("value"), stats, marks
 
 
-def step(rate: int, seconds: float, out: Path, rules: tuple[str, ...]) -> Step:
-    """One paced load under a capture of its own pid (it waits for the capture to start)."""
+def step(load: list[str], rate: int, seconds: float, out: Path, rules: tuple[str, ...],
+         rotation: RecordOptions) -> Step:
+    """One paced load (the command `load`) under a capture of its own pid (it waits for the
+    capture to start); `rotation` holds the rotation options."""
     before = Cpu.now()
-    child = subprocess.Popen([sys.executable, str(LOAD), "--wait", str(rate), str(seconds)],
+    child = subprocess.Popen([*load, "--wait", str(rate), str(seconds)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def work() -> dict[str, float]:
@@ -188,11 +203,13 @@ def step(rate: int, seconds: float, out: Path, rules: tuple[str, ...]) -> Step:
         return {**json.loads(output), "ended": time.monotonic()}
 
     try:
-        ran, stats, marks = capture_during(work, out, RecordOptions(pids=(child.pid,),
-                                                                    rules=rules))
+        ran, stats, marks = capture_during(work, out, replace(rotation, pids=(child.pid,),
+                                                              rules=rules))
     finally:
         child.kill()
         child.wait()
+    # The capture stops 2 flushes after the load (capture_during), then converts what is left.
+    tail = time.monotonic() - ran["ended"] - 2 * FLUSH_SECONDS
     others = Cpu.now().others_since(before)
     start, end = ran["ended"] - ran["seconds"], ran["ended"]
     inside = [m for m in marks if start + FLUSH_SECONDS <= m.at <= end]
@@ -202,20 +219,26 @@ def step(rate: int, seconds: float, out: Path, rules: tuple[str, ...]) -> Step:
         captured = (last.events - first.events) / (last.at - first.at)
         cpu = (last.cpu - first.cpu) / max(last.events - first.events, 1)
     return Step(rate, ran["syscalls"] / ran["seconds"], captured, stats.dropped, stats.drops,
-                cpu, others)
+                cpu, others, tail)
 
 
 def sustained(args: argparse.Namespace, work: Path, console: Console) -> list[Step]:
     steps: list[Step] = []
     rate = args.start
+    rotation = RecordOptions(rotate_seconds=args.rotate_seconds, rotate_bytes=args.rotate_size)
+    load = [sys.executable, str(LOAD)]
+    if args.c_load or args.bad_close:
+        load = [str(work / "load"), *(["--bad-close"] if args.bad_close else [])]
+        subprocess.run(["gcc", "-O2", "-o", load[0], str(LOAD_C)], check=True)
     while True:
-        found = step(int(rate), args.step_seconds, work / f"step-{int(rate)}.parquet",
-                     tuple(args.rules))
+        found = step(load, int(rate), args.step_seconds, work / f"step-{int(rate)}.parquet",
+                     tuple(args.rules), rotation)
         steps.append(found)
+        tail = f"; end waited {found.tail:.1f} s" if rotation.rotating else ""
         console.print(f"  {found.target:>9,}/s asked: load {found.achieved:>9,.0f}/s, capture "
                       f"{found.captured:>9,.0f}/s, {found.dropped:,} dropped"
                       f"{_which(found.drops)}; capture CPU {found.cpu_per_event * 1e6:.2f} "
-                      f"us/event; others used {found.others:.2f} cores", highlight=False)
+                      f"us/event; others used {found.others:.2f} cores{tail}", highlight=False)
         if not (found.clean and found.load_reached):
             return steps
         rate *= args.factor
@@ -316,7 +339,7 @@ def scap_scale(scap: Path, work: Path) -> ScapScale:
 
 # ---- report ---------------------------------------------------------------------------------
 
-def report(steps: list[Step], slow: list[Slowdown], scale: ScapScale | None,
+def report(steps: list[Step], slow: list[Slowdown] | None, scale: ScapScale | None,
            console: Console) -> None:
     clean = [s for s in steps if s.clean and s.load_reached]
     last = steps[-1]
@@ -328,6 +351,8 @@ def report(steps: list[Step], slow: list[Slowdown], scale: ScapScale | None,
         console.print(f"The capture's CPU time there: {cpu * 1e6:.2f} us/event, so at most "
                       f"~{1 / cpu:,.0f} events/s on a core of its own (the load and the "
                       "machine's other processes need the rest).", highlight=False)
+    if slow is None:
+        return
     table = Table("workload", "alone", "under capture", "slowdown", "CPU alone",
                   "CPU captured", "CPU slowdown", "events", "dropped", "bytes/event",
                   title="Workloads timed alone and under capture (median)")
@@ -382,6 +407,16 @@ def main() -> None:
     parser.add_argument("--scap", type=Path, default=SCAP,
                         help="the sysdig capture imported for scale (section 4)")
     parser.add_argument("--no-scap", action="store_true", help="leave out section 4")
+    parser.add_argument("--rotate-seconds", type=float,
+                        help="section 1's captures rotate segments this often")
+    parser.add_argument("--rotate-size", type=int, metavar="BYTES",
+                        help="section 1's captures rotate segments at this spool size")
+    parser.add_argument("--c-load", action="store_true",
+                        help="section 1's load in C (bench/capture/load.c; needs gcc)")
+    parser.add_argument("--bad-close", action="store_true",
+                        help="the C load calls close(-1) instead of open and close")
+    parser.add_argument("--sustained-only", action="store_true",
+                        help="section 1 only (the sustained rate)")
     args = parser.parse_args()
     refuse_unless_capture_can_run()
     console = Console()
@@ -395,10 +430,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        console.print(f"Sustained rate ({args.step_seconds:g} s steps of the open/close loop):")
+        loop = "close(-1)" if args.bad_close else "open/close"
+        rotating = (f", segments rotated every {args.rotate_seconds:g} s" if args.rotate_seconds
+                    else f", segments rotated at {args.rotate_size:,} bytes" if args.rotate_size
+                    else "")
+        console.print(f"Sustained rate ({args.step_seconds:g} s steps of the {loop} loop"
+                      f"{rotating}):")
         steps = sustained(args, work, console)
-        slow = slowdowns(args.runs, work, args.whole_machine, tuple(args.rules))
-        use_scap = not args.no_scap and args.scap.exists()
+        slow = (None if args.sustained_only
+                else slowdowns(args.runs, work, args.whole_machine, tuple(args.rules)))
+        use_scap = not args.no_scap and not args.sustained_only and args.scap.exists()
         scale = scap_scale(args.scap, work) if use_scap else None
     report(steps, slow, scale, console)
     console.print(f"Load average after: {load_average()}", highlight=False)
