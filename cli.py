@@ -391,12 +391,18 @@ def _record_with_progress(options: RecordOptions, output: str) -> RecordStats:
 
 
 def _progress_line(p: RecordProgress, duration: float | None) -> str:
-    """One line that fits 80 columns: elapsed (remaining), events, rate, drops, bytes."""
+    """One line that fits 80 columns: elapsed (remaining), events, rate, drops, bytes; the
+    segments still to convert, once the capture has ended."""
+    written = f"{p.dropped:,} dropped  {_megabytes(p.bytes_written)} written"
+    if not p.capturing:
+        plural = "s" if p.converting != 1 else ""
+        return f"converting {p.converting} segment{plural}  {p.events:,} events  {written}"
     clock = _clock(p.elapsed)
     if duration is not None:
         clock += f" ({_clock(max(duration - p.elapsed, 0))} left)"
+    converting = f", {p.converting} converting" if p.converting else ""
     return (f"recording {clock}  {p.events:,} events  {p.events_per_second:,.0f}/s  "
-            f"{p.dropped:,} dropped  {_megabytes(p.bytes_written)} written")
+            f"{written}{converting}")
 
 
 def _record_summary(stats: RecordStats) -> str:

@@ -13,10 +13,14 @@ Needs root and BPF. Every capture is `capture.record.record` with the options of
    events or the capture falls behind: over the step it processes less than 95% of the load's
    rate (the 32 MiB ring buffer would absorb the excess for many seconds before dropping). The
    highest clean step's rate is the result. When the load itself cannot reach a rate, the search
-   stops there and says so. Each step also shows the capture's CPU time per event (both of its
-   threads, while the load ran: what bounds its rate on a free core) and the CPU the machine's
-   other processes took meanwhile, in cores: this 2-core machine is often shared, and a busy
-   neighbour lowers the result.
+   stops there and says so. Each step also shows the capture's CPU time per event (the threads
+   of its process, while the load ran: what bounds its rate on a free core; not the segment
+   conversions, in a worker process of their own) and the CPU the machine's other processes
+   took meanwhile, in cores: this 2-core machine is often shared, and a busy neighbour lowers
+   the result. With --rotate-seconds S (or --rotate-size BYTES), the capture rotates segments
+   as `capture record --rotate-seconds S` does: finished segments are converted into Parquet
+   (by the worker) while the capture goes on; each step also shows how long the capture's end
+   waited for those conversions after the load stopped.
 2. Slowdown: two syscall-heavy workloads timed alone (--runs before and --runs after) and under
    a capture (--runs) that follows their process tree (`--follow`; --whole-machine: a capture
    of everything, whose events then include the neighbours'), medians compared, in wall time and
@@ -48,6 +52,8 @@ figures.
 Usage (root, from the repository root; takes two to three minutes, not part of the test suite):
     .venv/bin/python bench/bench_capture.py [--step-seconds 5] [--start 20000] [--factor 1.4]
         [--runs 3] [--keep DIR] [--whole-machine] [--rules FILE]... [--scap FILE | --no-scap]
+        [--load c-close|c-open|python] [--no-floor] [--only rate|slowdown]
+        [--rotate-seconds S | --rotate-size BYTES]
 """
 
 from __future__ import annotations
@@ -143,6 +149,7 @@ class Step:
     drops: dict[str, int]  # by counter: the kernel's, and records enrichment could not use
     cpu_per_event: float  # the capture's CPU seconds per event during the load
     others: float  # cores the machine's other processes used during the step
+    tail: float = 0.0  # seconds the capture's end took after the load stopped (conversions)
 
     @property
     def load_reached(self) -> bool:
@@ -211,8 +218,10 @@ def load_command(load: str, binary: Path | None) -> list[str]:
     return [str(binary), load.removeprefix("c-")]
 
 
-def step(rate: int, seconds: float, out: Path, rules: tuple[str, ...], load: list[str]) -> Step:
-    """One paced load under a capture of its own pid (it waits for the capture to start)."""
+def step(rate: int, seconds: float, out: Path, rules: tuple[str, ...], load: list[str],
+         rotation: RecordOptions) -> Step:
+    """One paced load under a capture of its own pid (it waits for the capture to start);
+    `rotation` holds the rotation options."""
     before = Cpu.now()
     child = subprocess.Popen([*load, "--wait", str(rate), str(seconds)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -222,11 +231,13 @@ def step(rate: int, seconds: float, out: Path, rules: tuple[str, ...], load: lis
         return {**json.loads(output), "ended": time.monotonic()}
 
     try:
-        ran, stats, marks = capture_during(work, out, RecordOptions(pids=(child.pid,),
-                                                                    rules=rules))
+        ran, stats, marks = capture_during(work, out, replace(rotation, pids=(child.pid,),
+                                                              rules=rules))
     finally:
         child.kill()
         child.wait()
+    # The capture stops 2 flushes after the load (capture_during), then converts what is left.
+    tail = time.monotonic() - ran["ended"] - 2 * FLUSH_SECONDS
     others = Cpu.now().others_since(before)
     start, end = ran["ended"] - ran["seconds"], ran["ended"]
     inside = [m for m in marks if start + FLUSH_SECONDS <= m.at <= end]
@@ -236,21 +247,23 @@ def step(rate: int, seconds: float, out: Path, rules: tuple[str, ...], load: lis
         captured = (last.events - first.events) / (last.at - first.at)
         cpu = (last.cpu - first.cpu) / max(last.events - first.events, 1)
     return Step(rate, ran["syscalls"] / ran["seconds"], captured, stats.dropped, stats.drops,
-                cpu, others)
+                cpu, others, tail)
 
 
 def sustained(args: argparse.Namespace, work: Path, load: list[str], console: Console
               ) -> list[Step]:
     steps: list[Step] = []
     rate = args.start
+    rotation = RecordOptions(rotate_seconds=args.rotate_seconds, rotate_bytes=args.rotate_size)
     while True:
         found = step(int(rate), args.step_seconds, work / f"step-{int(rate)}.parquet",
-                     tuple(args.rules), load)
+                     tuple(args.rules), load, rotation)
+        tail = f"; end waited {found.tail:.1f} s" if rotation.rotating else ""
         steps.append(found)
         console.print(f"  {found.target:>9,}/s asked: load {found.achieved:>9,.0f}/s, capture "
                       f"{found.captured:>9,.0f}/s, {found.dropped:,} dropped"
                       f"{_which(found.drops)}; capture CPU {found.cpu_per_event * 1e6:.2f} "
-                      f"us/event; others used {found.others:.2f} cores", highlight=False)
+                      f"us/event; others used {found.others:.2f} cores{tail}", highlight=False)
         if not (found.clean and found.load_reached):
             return steps
         rate *= args.factor
@@ -459,6 +472,9 @@ def main() -> None:
                         help="the paced load of section 1")
     parser.add_argument("--no-floor", action="store_true",
                         help="do not time the workloads under empty programs")
+    parser.add_argument("--rotate-seconds", type=float,
+                        help="section 1: rotate segments every S seconds")
+    parser.add_argument("--rotate-size", type=int, help="section 1: rotate at BYTES")
     parser.add_argument("--only", choices=("rate", "slowdown"),
                         help="run only section 1 (rate) or 2-3 (slowdown)")
     args = parser.parse_args()

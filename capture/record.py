@@ -11,7 +11,9 @@ mode 0600), fsynced at every flush: `kill -9` loses at most the last flush inter
 `recover_spool()` turns what survived into a trace. When a segment ends (rotation, duration,
 SIGINT/SIGTERM, `stop`), its spool is expanded into trace rows and converted into the Parquet
 trace by `TraceWriter` (atomic rename, metadata with the kernel's drop counters) and removed, in
-a background thread: rotated segments are converted while the capture goes on.
+a worker process at a lower CPU priority (capture/convert_worker.py: in a thread it took the
+loop's GIL): rotated segments are converted while the capture goes on, and the end of the
+capture waits for them (the probe detached meanwhile).
 
 Output: without rotation, `output` is the trace file. With rotation (`rotate_bytes` or
 `rotate_seconds`), `output` is a directory of segments `segment-00001.parquet`, ... which
@@ -31,7 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -45,6 +47,7 @@ from capture.cgroup_filter import CgroupPlan, CgroupVerdicts
 from capture.cgroup_filter import plan as cgroup_plan
 from capture.container_filter import ContainerSelection
 from capture.container_runtime import ContainerRuntimes
+from capture.convert_worker import Converter, Job
 from capture.enrich import Enricher
 from capture.probe import Features, Probe, detect_features, tracefs_root
 from capture.rows import RowBatch
@@ -133,9 +136,11 @@ class RecordProgress:
     events: int
     events_per_second: float  # over the last flush interval
     dropped: int
-    bytes_written: int  # spool and finished segments on disk
+    bytes_written: int  # finished segments and spools (not converted yet) on disk
     segments: int
     table_only: int = 0  # syscalls applied to the tables only, not written (--rules)
+    converting: int = 0  # segments ended whose trace is not written yet
+    capturing: bool = True  # False once the capture has ended and only conversions remain
 
 
 @dataclass(frozen=True)
@@ -265,7 +270,11 @@ def spool_to_trace(spool: Path, dst: Path, meta: TraceMeta, drops: dict[str, int
     """
     with TraceWriter(dst, meta, row_group_rows) as writer:
         for batch in _spool_batches(spool):
-            writer.write(compact.expand(batch) if compact.is_compact(batch.schema) else batch)
+            if compact.is_compact(batch.schema):
+                for rows in compact.expand_slices(batch, row_group_rows):
+                    writer.write(rows)
+            else:
+                writer.write(batch)
         final = writer.close(drops=drops)
     spool.unlink()
     return final
@@ -308,7 +317,8 @@ def _spool_meta(spool: Path) -> TraceMeta:
 # ---- the capture ----------------------------------------------------------------------------
 
 class _Output:
-    """Where segments go, and the background conversion of finished ones."""
+    """Where segments go, and the background conversion of finished ones: in order, in the
+    worker process (a thread here waits for each)."""
 
     def __init__(self, target: Path, options: RecordOptions, meta: TraceMeta,
                  segmented: bool) -> None:
@@ -319,8 +329,10 @@ class _Output:
         self.done: list[Future[TraceMeta]] = []
         self.paths: list[Path] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment")
+        self._converter = Converter()
         if segmented:
             target.mkdir(parents=True, exist_ok=True)
+        self._converter.start()  # while the probe compiles
 
     def open(self) -> Segment:
         n = len(self.paths) + 1
@@ -328,20 +340,41 @@ class _Output:
         self.paths.append(path)
         return Segment(path, self.meta, compact.SCHEMA)
 
-    def finish(self, segment: Segment, drops: dict[str, int], wait: bool) -> None:
+    def finish(self, segment: Segment, drops: dict[str, int]) -> None:
         segment.seal()
-        future = self._pool.submit(spool_to_trace, segment.spool, segment.path, segment.meta,
-                                   drops, self.options.row_group_rows)
-        self.done.append(future)
-        if wait:
-            future.result()
+        job = Job(segment.spool, segment.path, segment.meta, drops, self.options.row_group_rows)
+        self.done.append(self._pool.submit(self._converter.convert, job))
+
+    def converting(self) -> int:
+        """Segments ended whose trace is not written yet."""
+        return sum(not f.done() for f in self.done)
+
+    def wait_any(self, timeout: float) -> None:
+        """Until a conversion finishes, or `timeout` seconds."""
+        wait([f for f in self.done if not f.done()], timeout, FIRST_COMPLETED)
 
     def close(self) -> list[TraceMeta]:
-        self._pool.shutdown(wait=True)
+        """Wait for every conversion and end the worker; the metadata of each trace (the first
+        failed conversion raises its error)."""
+        try:
+            self._pool.shutdown(wait=True)
+        finally:
+            self._converter.close()
         return [f.result() for f in self.done]
 
-    def bytes_on_disk(self) -> int:
-        return sum(p.stat().st_size for p in self.paths if p.exists())
+    def bytes_on_disk(self, spools: bool = False) -> int:
+        """The size of the traces written; with `spools`, of the spools still on disk too."""
+        paths = self.paths + [p.with_name(p.name + SPOOL_SUFFIX) for p in self.paths
+                              if spools]
+        return sum(_size(p) for p in paths)
+
+
+def _size(path: Path) -> int:
+    """0 for a file not there (not written yet, or a spool just converted)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 @dataclass
@@ -382,7 +415,20 @@ class _Loop:
                 self._maybe_rotate()
         self._drain()
         self.flush()
-        self._end_segment(wait=True)
+        self._end_segment()
+
+    def wait_conversions(self) -> None:
+        """Wait for the segments still converting, reporting how many at each flush interval."""
+        while converting := self.output.converting():
+            if self.progress is not None:
+                self.progress(RecordProgress(
+                    elapsed=time.monotonic() - self.started, events=self.events,
+                    events_per_second=0.0, dropped=sum(self.drops_at_segment.values()),
+                    bytes_written=self.output.bytes_on_disk(spools=True),
+                    segments=len(self.output.paths),
+                    table_only=self.enricher.table_only, converting=converting,
+                    capturing=False))
+            self.output.wait_any(self.options.flush_seconds)
 
     def _poll(self) -> bool:
         """Enrich what the kernel has committed; False when there was nothing."""
@@ -407,7 +453,7 @@ class _Loop:
         assert self.cut is not None
         self._drain()
         self.flush()
-        self._end_segment(wait=False)
+        self._end_segment()
         self.segment = self.output.open()
         self.cut.acknowledge()
 
@@ -434,8 +480,9 @@ class _Loop:
             self.progress(RecordProgress(
                 elapsed=now - self.started, events=self.events, events_per_second=rate,
                 dropped=sum(self.counters().values()),
-                bytes_written=self.segment.bytes + self.output.bytes_on_disk(),
-                segments=len(self.output.paths), table_only=self.enricher.table_only))
+                bytes_written=self.output.bytes_on_disk(spools=True),
+                segments=len(self.output.paths), table_only=self.enricher.table_only,
+                converting=self.output.converting()))
         self.last_flush, self.last_events = now, self.events
 
     def _spool(self, segment: Segment, batch: pa.RecordBatch | None) -> None:
@@ -457,20 +504,20 @@ class _Loop:
         too_old = (opts.rotate_seconds is not None
                    and time.monotonic() - seg.started >= opts.rotate_seconds)
         if too_big or too_old:
-            self._end_segment(wait=False)
+            self._end_segment()
             self.segment = self.output.open()
 
     def counters(self) -> dict[str, int]:
         """The kernel's drop counters plus the records enrichment could not use."""
         return {**self.probe.counters(), "enrich_errors": self.enricher.errors}
 
-    def _end_segment(self, wait: bool) -> None:
+    def _end_segment(self) -> None:
         assert self.segment is not None
         self.wait_writes()
         now = self.counters()
         drops = {k: v - self.drops_at_segment.get(k, 0) for k, v in now.items()}
         self.drops_at_segment = now
-        self.output.finish(self.segment, drops, wait)
+        self.output.finish(self.segment, drops)
 
 
 def record(options: RecordOptions, output: Path | str,
@@ -506,25 +553,29 @@ def record(options: RecordOptions, output: Path | str,
     if cgroups is not None:
         meta = replace(meta, options={**meta.options, "container_selection": cgroups.where})
     out = _Output(target, options, meta, segmented=options.rotating or cut is not None)
-    with Probe(program) as probe, _signals_set(stop) as signalled, _no_automatic_gc():
-        if cgroups is not None and cgroups.kernel:
-            assert enricher.selection is not None
-            # Seeded once attached, before `ready`: the mkdir probe sees the cgroups made from
-            # now on, the walk those made before.
-            enricher.kernel_cgroups = CgroupVerdicts(probe.cgroup_map(), cgroups,
-                                                     enricher.selection, enricher.cgroups)
-            enricher.kernel_cgroups.seed()
-        loop = _Loop(probe, enricher, out, options, progress, stop, cut)
-        if ready is not None:
-            ready.set()
-        try:
-            loop.run()
-        finally:
-            if cut is not None:
-                cut.end()
-            loop.spooler.shutdown(wait=True)
-            enricher.runtimes.close()
-            metas = out.close()
+    try:
+        with Probe(program) as probe, _signals_set(stop) as signalled, _no_automatic_gc():
+            if cgroups is not None and cgroups.kernel:
+                assert enricher.selection is not None
+                # Seeded once attached, before `ready`: the mkdir probe sees the cgroups made
+                # from now on, the walk those made before.
+                enricher.kernel_cgroups = CgroupVerdicts(probe.cgroup_map(), cgroups,
+                                                         enricher.selection, enricher.cgroups)
+                enricher.kernel_cgroups.seed()
+            loop = _Loop(probe, enricher, out, options, progress, stop, cut)
+            if ready is not None:
+                ready.set()
+            try:
+                loop.run()
+            finally:
+                if cut is not None:
+                    cut.end()
+                loop.spooler.shutdown(wait=True)
+                enricher.runtimes.close()
+            probe.close()  # nothing reads the ring buffer any more: stop the kernel's work
+            loop.wait_conversions()
+    finally:
+        metas = out.close()
     stopped_by = "signal" if signalled() else loop.stopped_by
     drops: dict[str, int] = {}
     for m in metas:

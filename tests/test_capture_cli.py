@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,19 @@ def test_summary_and_progress_lines() -> None:
         "recording 0:01:15 (0:08:44 left)  1,234,567 events  98,765/s  0 dropped  "
         "12.3 MB written")
     assert cli._progress_line(progress, None).startswith("recording 0:01:15  1,234,567 events")
+
+
+def test_progress_lines_with_segments_converting() -> None:
+    recording = RecordProgress(elapsed=75.2, events=1_234_567, events_per_second=98_765.4,
+                               dropped=0, bytes_written=12_300_000, segments=3, converting=2)
+    assert cli._progress_line(recording, None) == (
+        "recording 0:01:15  1,234,567 events  98,765/s  0 dropped  12.3 MB written, "
+        "2 converting")
+    ended = replace(recording, events_per_second=0.0, dropped=5, capturing=False)
+    assert cli._progress_line(ended, 600.0) == (
+        "converting 2 segments  1,234,567 events  5 dropped  12.3 MB written")
+    assert cli._progress_line(replace(ended, converting=1), None).startswith(
+        "converting 1 segment  ")
 
 
 # ---- refusing to start ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ refusal to overwrite the spool of a capture that did not finish. Needs root and 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -48,6 +49,32 @@ def test_ctrl_c_ends_the_capture_with_a_complete_trace(tmp_path: Path) -> None:
     assert info.events > 0 and info.dropped == 0
     names = pq.read_table(out, columns=["fd.name"]).column("fd.name").to_pylist()
     assert "/etc/os-release" in names  # opened a moment before the signal
+
+
+def test_ctrl_c_at_the_terminal_leaves_the_conversions_running(tmp_path: Path) -> None:
+    # A terminal's Ctrl-C signals the whole foreground process group: the conversion worker
+    # (its own group) must go on converting the segments the capture then waits for.
+    out = tmp_path / "segments"
+    child = subprocess.Popen([*CAPTURE, "record", "-o", str(out), "--rotate-seconds", "0.3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    wait_until_spooling(child, out / "segment-00001.parquet", timeout=60)
+    third = (out / "segment-00003.parquet", out / "segment-00003.parquet.spool")
+    deadline = time.monotonic() + 30
+    while not any(p.exists() for p in third):  # 2 rotations (each flush, every second)
+        subprocess.run(["cat", "/etc/os-release"], check=True, stdout=subprocess.DEVNULL)
+        time.sleep(0.05)
+        if time.monotonic() > deadline or child.poll() is not None:
+            os.killpg(child.pid, signal.SIGKILL)
+            pytest.fail(f"no third segment: {child.communicate()}")
+    os.killpg(child.pid, signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 0, stderr
+    assert "stopped by a signal" in stdout and "Traceback" not in stderr
+    segments = sorted(out.glob("segment-*.parquet"))
+    assert len(segments) >= 3 and not list(out.glob("*.spool")) and not list(out.glob("*.tmp"))
+    info = open_trace(out).info()
+    assert info.events > 0 and info.dropped == 0
 
 
 def test_record_refuses_to_start_over_an_unfinished_spool(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ The capture loop (one thread) decodes and enriches in one pass (`Enricher.feed_c
 its compact Arrow batch (capture/compact.py) and appends it to the spool; the sum of those bounds
 the rate it can sustain. The general path (`decode`, then `Enricher.feed` of the Records), which
 the fast one must match, is shown too. The trace rows are expanded and the Parquet file written
-from the spool when a segment ends, in another thread. Use it to see which stage a change speeds
-up (bench/bench_capture.py measures the whole capture).
+from the spool when a segment ends, in a worker process (bench/capture/convert.py measures that
+on a real spool). Use it to see which stage a change speeds up (bench/bench_capture.py measures
+the whole capture).
 
 Usage (root, from the repository root):
     .venv/bin/python bench/capture/stages.py [--repeat 3]
@@ -124,7 +125,7 @@ def main() -> None:
     total = sum(loop.values()) / n
     print(f"  {'capture loop':36} {total * 1e6:6.2f} us/event = {1 / total:,.0f} events/s")
     print(f"  {'(general path: decode, Enricher.feed)':36} {general / n * 1e6:6.2f} us/event")
-    print("At segment end, in another thread:")
+    print("At segment end, in the conversion worker:")
     print(f"  {'trace rows (compact.expand)':36} "
           f"{best(args.repeat, batch.to_table) / n * 1e6:6.2f} us/event")
     print(f"  {'Parquet (TraceWriter)':36} "
