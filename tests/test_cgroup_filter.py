@@ -16,14 +16,13 @@ import os
 import secrets
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from live_capture import record_while
 
 from capture.bpf_render import (
     CONTAINER_ID_CONTEXTS,
@@ -56,7 +55,7 @@ from capture.probe import (
     tracefs_root,
 )
 from capture.proc_table import UserDb, container_of
-from capture.record import RecordOptions, RecordStats, record
+from capture.record import RecordOptions, RecordStats
 from capture.rows import RowBatch
 
 ID = "3f4e5d6c7b8a" + "0" * 52
@@ -323,32 +322,8 @@ Workload = Callable[[], None]
 def capture(out: Path, containers: tuple[str, ...], workload: Workload,
             runtime_sockets: tuple[str, ...] = ()) -> RecordStats:
     """A capture of `workload`, started after the probe is attached."""
-    stop, ready = threading.Event(), threading.Event()
-    results: list[RecordStats] = []
-    errors: list[BaseException] = []
-    options = RecordOptions(flush_seconds=0.2, containers=containers,
-                            runtime_sockets=runtime_sockets)
-
-    def run() -> None:
-        try:
-            results.append(record(options, out, None, stop, ready=ready))
-        except BaseException as exc:
-            errors.append(exc)
-            ready.set()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    assert ready.wait(60), "the capture did not start"
-    try:
-        if not errors:
-            workload()
-            time.sleep(0.3)
-    finally:
-        stop.set()
-        thread.join(60)
-    if errors:
-        raise errors[0]
-    return results[0]
+    return record_while(RecordOptions(flush_seconds=0.2, containers=containers,
+                                      runtime_sockets=runtime_sockets), out, workload)
 
 
 def busy_host(marker: Path, times: int = 20) -> None:

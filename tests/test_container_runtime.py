@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from live_capture import record_while
 
 from capture.bpf_render import SYSCALL_BY_NAME
 from capture.cgroup_index import cgroup_mounts
@@ -400,33 +401,17 @@ def in_cgroup(cgroup: Path, command: str) -> list[str]:
 
 def record_live(out: Path, sock: Path | tuple[Path, ...], workloads: list[list[str]],
                 **kw: Any) -> None:
-    from capture.record import RecordOptions, record
+    from capture.record import RecordOptions
 
-    stop, ready = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
     socks = (sock,) if isinstance(sock, Path) else sock
     options = RecordOptions(flush_seconds=0.2, runtime_sockets=tuple(str(s) for s in socks),
                             **kw)
 
     def run() -> None:
-        try:
-            record(options, out, lambda p: ready.set(), stop)
-        except BaseException as exc:
-            errors.append(exc)
-            ready.set()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    assert ready.wait(60), "the capture did not start"
-    try:
-        for argv in [] if errors else workloads:
+        for argv in workloads:
             subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-        time.sleep(0.3)
-    finally:
-        stop.set()
-        thread.join(60)
-    if errors:
-        raise errors[0]
+
+    record_while(options, out, run)
 
 
 LIVE_COLUMNS = ["evt.type", "proc.name", "fd.name", "container.id", "container.name",
