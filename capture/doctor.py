@@ -184,9 +184,13 @@ def check_optional_tracepoints() -> Check:
         gaps.append("sched_process_exit has no group_dead (process exits are inferred)")
     if not features.local_endpoints:
         gaps.append("no sock:inet_sock_set_state (TCP connects lack their local address)")
+    if not features.cgroup_mkdir:
+        gaps.append("no cgroup:cgroup_mkdir/cgroup_rmdir with root, id and path (--container "
+                    "filters in user space only)")
     if not gaps:
         return Check("optional tracepoints", OK,
-                     "sched_process_exit.group_dead, sock:inet_sock_set_state")
+                     "sched_process_exit.group_dead, sock:inet_sock_set_state, "
+                     "cgroup:cgroup_mkdir/cgroup_rmdir")
     return Check("optional tracepoints", WARNING, "; ".join(gaps),
                  "Nothing to do; a newer kernel fills these fields.")
 

@@ -28,6 +28,7 @@ import cli
 from capture import doctor
 from capture.bpf_render import PRESETS
 from capture.doctor import FAILED, OK, SKIPPED, Check, DoctorReport
+from capture.probe import Features
 from capture.record import RecordOptions, RecordProgress, RecordStats, Segment, _Loop
 from schemas.trace import SOURCE_LIVE, TraceMeta, arrow_schema
 
@@ -352,3 +353,15 @@ def test_record_excludes_commands_and_rotates(tmp_path: Path) -> None:
     # only the execve that turned a child into cat: its later syscalls are filtered out
     assert {r["evt.type"] for r in rows if r["proc.name"] == "cat"} <= {"execve"}
 
+
+
+def test_doctor_warns_when_container_filtering_cannot_run_in_the_kernel(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(doctor, "tracefs_root", lambda: tmp_path)
+    monkeypatch.setattr(doctor, "detect_features",
+                        lambda root: Features(True, True, cgroup_mkdir=False))
+    found = doctor.check_optional_tracepoints()
+    assert found.status == doctor.WARNING and "--container filters in user space" in found.detail
+    monkeypatch.setattr(doctor, "detect_features",
+                        lambda root: Features(True, True, cgroup_mkdir=True))
+    assert doctor.check_optional_tracepoints().status == doctor.OK
