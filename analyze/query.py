@@ -68,8 +68,8 @@ def connect(trace: Trace) -> duckdb.DuckDBPyConnection:
         con.execute("SET parquet_metadata_cache = true")
         # union_by_name: segments written by an older minor schema version may lack columns.
         con.execute(
-            f"CREATE VIEW {VIEW} AS SELECT * FROM read_parquet({_sql_list(files)}, "
-            "union_by_name = true)"
+            f"CREATE VIEW {VIEW} AS SELECT {trace.select_list} FROM read_parquet("
+            f"{_sql_list(files)}, union_by_name = true)"
         )
         con.execute(f"SET allowed_paths = {_sql_list(files)}")
         con.execute("SET autoinstall_known_extensions = false")

@@ -20,7 +20,7 @@ reported as `Skipped` with `compile(..., skip_errors=True)`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -36,6 +36,7 @@ from analyze.errors import RuleError, RuleWarning
 from analyze.evttypes import matches_all
 from analyze.replay_compile import CompiledCondition, Node, compile_condition
 from analyze.trace_reader import TraceFormatError, open_trace
+from schemas.elision import ELIDED, ELIDED_COLUMNS, NEEDS, SOURCES, expand_column
 from schemas.trace import ANCESTOR_COLUMNS, COLUMN_BY_NAME
 
 MISSING_FIELD_WARNING = "field-not-in-trace"
@@ -280,7 +281,8 @@ def _frames(path: Path, options: RunOptions, likely: frozenset[str]) -> Iterator
               and _may_hold(meta.row_group(i), paths, options)]
     # A second reader: one Parquet reader is not used from two threads at once.
     background = pq.ParquetFile(path, read_dictionary=as_dict)
-    wanted, read = set(likely), set[str]()
+    # An elided column is decoded with what puts its values back (schemas.elision).
+    wanted, read = _with_needs(likely), set[str]()
     with ThreadPoolExecutor(max_workers=1) as pool:
         ahead: dict[int, Future[dict[str, Any]]] = {}
         for pos, index in enumerate(groups):
@@ -291,7 +293,11 @@ def _frames(path: Path, options: RunOptions, likely: frozenset[str]) -> Iterator
                           _loader(path, parquet, index, names, ahead.pop(index, None)))
             yield frame
             read |= frame.loaded
-            wanted = read
+            wanted = _with_needs(read)
+
+
+def _with_needs(columns: Iterable[str]) -> set[str]:
+    return {need for c in columns for need in NEEDS.get(c, (c,))}
 
 
 def _decode(parquet: pq.ParquetFile, index: int, names: list[str]) -> dict[str, Any]:
@@ -301,7 +307,7 @@ def _decode(parquet: pq.ParquetFile, index: int, names: list[str]) -> dict[str, 
 
 def _loader(path: Path, parquet: pq.ParquetFile, index: int, names: set[str],
             ahead: Future[dict[str, Any]] | None) -> Callable[[str], Any]:
-    def load(name: str) -> Any:
+    def fetch(name: str) -> Any:
         if name not in names:
             return None
         try:
@@ -315,7 +321,22 @@ def _loader(path: Path, parquet: pq.ParquetFile, index: int, names: set[str],
                 f"{path}: row group {index} cannot be read ({exc}); the file is damaged."
             ) from None
 
+    def load(name: str) -> Any:
+        stored = fetch(name)
+        if stored is None or name not in ELIDED_COLUMNS or ELIDED not in names:
+            return stored
+        sources = {s: fetch(s) for s in SOURCES}
+        if any(v is None for v in sources.values()):
+            return stored
+        bits = fetch(ELIDED)
+        return expand_column(name, _chunk(stored), _chunk(bits),
+                             {k: _chunk(v) for k, v in sources.items()})
+
     return load
+
+
+def _chunk(array: Any) -> Any:
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def _may_hold(group: Any, paths: list[str], options: RunOptions) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.elision import sql_select
 from schemas.trace import (
     META_PREFIX,
     REQUIRED_COLUMNS,
@@ -106,6 +107,16 @@ class Trace:
     @property
     def paths(self) -> tuple[Path, ...]:
         return tuple(f.path for f in self.files)
+
+    @property
+    def columns(self) -> frozenset[str]:
+        """The columns any of the files has (segments of older minor versions may lack some)."""
+        return frozenset(c for f in self.files for c in f.columns)
+
+    @property
+    def select_list(self) -> str:
+        """What a DuckDB view of these files selects: every column, elided values put back."""
+        return sql_select(self.columns)
 
     def info(self) -> TraceInfo:
         return summarize(self.files)

@@ -2,7 +2,8 @@
 
 The triage queries are ours, fixed text; every value in them (file paths, pids, times, event
 types, names from the user) is a bound named parameter, never pasted in. The trace is read with
-`read_parquet($files, ...)` in each query, so no view needs the paths spelled out as SQL.
+`trace_events($files)` in each query (a table macro over `read_parquet`), so no view needs the
+paths spelled out as SQL.
 
 Large traces stay cheap because DuckDB reads only the columns a query names and skips the row
 groups whose statistics exclude its filters: `evt.num` is sorted (each file is written in
@@ -30,7 +31,9 @@ from schemas.trace import TraceError
 # under this; it stops a pathological trace (millions of distinct paths) from taking the machine.
 MEMORY_LIMIT = "512MB"
 MAX_THREADS = 4
-EVENTS = "read_parquet($files, union_by_name = true)"
+# A table macro over the files, made per connection (TriageDB) with the trace's select list:
+# elided values put back (schemas.elision).
+EVENTS = "trace_events($files)"
 TIME_NS = 'epoch_ns("evt.time")'
 _PARAM = re.compile(r"\$([A-Za-z_]\w*)")
 
@@ -65,6 +68,10 @@ class TriageDB:
             "autoload_known_extensions": "false",
         })
         self.con.execute("SET enable_progress_bar = false")  # a session option, not global
+        self.con.execute(
+            "CREATE TEMP MACRO trace_events(files) AS TABLE "
+            f"SELECT {trace.select_list} FROM read_parquet(files, union_by_name = true)"
+        )
 
     def __enter__(self) -> TriageDB:
         return self

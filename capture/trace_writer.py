@@ -32,7 +32,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas.trace import CLUSTERED_ORDER, SORT_COLUMN, TraceError, TraceMeta, arrow_schema
+from schemas.elision import DESCRIPTION as ELISION_DESCRIPTION
+from schemas.elision import elide
+from schemas.trace import (
+    CLUSTERED_ORDER,
+    META_PREFIX,
+    SORT_COLUMN,
+    TraceError,
+    TraceMeta,
+    arrow_schema,
+)
 
 # Rows per row group. Each row group costs a reader a fixed price per column it reads (footer
 # entry, dictionary page, page headers); with rows clustered by event type, a larger group also
@@ -134,7 +143,8 @@ class TraceWriter:
         )
         assert self._writer is not None and self._file is not None
         try:
-            self._writer.add_key_value_metadata(meta.to_kv())
+            self._writer.add_key_value_metadata(
+                {**meta.to_kv(), META_PREFIX + "elided": ELISION_DESCRIPTION})
             self._writer.close()
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -209,7 +219,8 @@ class TraceWriter:
         its clustered copy exists, so clustering costs about a column of memory, not a row
         group."""
         schema = group.schema
-        columns = _compact_dictionaries(group).columns
+        # Before compaction: the dictionaries then drop the values no row stores any more.
+        columns = _compact_dictionaries(elide(group)).columns
         del group
         order = _cluster_order(columns[schema.get_field_index("evt.type")])
         if order is not None:

@@ -23,6 +23,8 @@ Layout decisions (why the schema looks the way it does):
   int64 (Falco's PT_UINT64 values never reach 2**63 in practice and int64 is friendlier in SQL).
 - Strings with few distinct values are Arrow dictionaries; the free-form ones (`evt.args`,
   `evt.buffer`) are plain, where a dictionary would only cost time.
+- A path is stored once per row: columns that follow from `fd.name` are null where they do,
+  with a bit in the last column, `sysreplay.elided` (schemas.elision); readers put them back.
 - Row groups hold disjoint, increasing ranges of `evt.num`; inside one, rows are ordered by
   (`evt.type`, `evt.num`) (`CLUSTERED_ORDER`, named in the footer's `row_order`), so storage
   order is not event order: readers that need event order sort by `evt.num`.
@@ -37,8 +39,12 @@ from typing import Any
 
 import pyarrow as pa
 
-# major.minor: a reader accepts any file with the same major; a minor bump only adds columns.
-SCHEMA_VERSION = "1.0"
+from schemas.elision import ELIDED, ELIDED_TYPE
+
+# major.minor: a minor bump only adds columns. 2.0 elides values derivable from fd.name
+# (schemas.elision); this code reads 1.x files too (they have nothing elided).
+SCHEMA_VERSION = "2.0"
+READABLE_MAJORS = ("1", "2")
 
 # How many ancestors (index 0 = the process) the list columns keep. Upstream rules index up to
 # proc.aname[5]; real process trees (ssh -> sudo -> shell, container runtimes) are deeper.
@@ -238,8 +244,10 @@ REQUIRED_COLUMNS = ("evt.num", "evt.time", "evt.type", "evt.dir")
 
 
 def arrow_schema(metadata: Mapping[str, str] | None = None) -> pa.Schema:
-    """The Arrow schema of a trace (every column nullable: absent fields are null)."""
-    return pa.schema([pa.field(c.name, c.arrow) for c in COLUMNS], metadata=metadata)
+    """The Arrow schema of a trace (every column nullable: absent fields are null): the Falco
+    field columns, then the bitmask of elided values (schemas.elision)."""
+    return pa.schema([*(pa.field(c.name, c.arrow) for c in COLUMNS),
+                      pa.field(ELIDED, ELIDED_TYPE)], metadata=metadata)
 
 
 def column_for_field(falco_field: str) -> Column | None:
@@ -335,4 +343,4 @@ def _s(value: bytes | str) -> str:
 
 def version_compatible(version: str) -> bool:
     """True when this code can read a file written with trace schema `version`."""
-    return version.split(".", 1)[0] == SCHEMA_VERSION.split(".", 1)[0]
+    return version.split(".", 1)[0] in READABLE_MAJORS

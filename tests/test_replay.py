@@ -30,6 +30,7 @@ from analyze.resolve import load_rules
 from analyze.trace_reader import TraceFormatError
 from capture.trace_writer import TraceWriter
 from schemas import catalog
+from schemas.elision import expand
 from schemas.trace import ANCESTOR_COLUMNS, SOURCE_IMPORT, TraceMeta, arrow_schema
 
 SCHEMA = arrow_schema()
@@ -586,7 +587,7 @@ def shipped_rules() -> list[CompiledRule]:
 def trace_rows(path: Path) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    table = expand(pq.read_table(path))  # the values as every reader sees them
     table = table.set_column(table.schema.get_field_index("evt.time"), "evt.time",
                              table.column("evt.time").cast(pa.int64()))
     yield from table.to_pylist()

@@ -21,6 +21,7 @@ from analyze.trace_reader import (
     trace_info,
 )
 from capture.trace_writer import TraceWriteError, TraceWriter
+from schemas.elision import ELIDED, ELIDED_TYPE
 from schemas.trace import (
     ANCESTOR_COLUMNS,
     CLUSTERED_ORDER,
@@ -80,8 +81,9 @@ def write_trace(path: Path, batches: list[pa.Table], rows: int = 1024,
 
 def test_columns_unique_and_typed() -> None:
     names = [c.name for c in COLUMNS]
-    assert len(names) == len(set(names)) == len(arrow_schema())
-    assert arrow_schema().names == names
+    assert len(names) == len(set(names)) == len(arrow_schema()) - 1
+    assert arrow_schema().names == [*names, ELIDED]  # the Falco fields, then the bitmask
+    assert arrow_schema().field(ELIDED).type == ELIDED_TYPE
     assert all(c.falco_type.startswith("PT_") for c in COLUMNS)
     assert all(c.origin in (FROM_SYSDIG, DERIVED, LIVE_ONLY) for c in COLUMNS)
     assert COLUMN_BY_NAME["evt.time"].arrow == pa.timestamp("ns")

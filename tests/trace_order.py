@@ -17,13 +17,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from schemas.elision import ELIDED, NEEDS, expand
 from schemas.trace import CLUSTERED_ORDER, META_PREFIX, arrow_schema
 
 
 def read_in_event_order(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """The trace's rows (all columns, or `columns`) sorted by evt.num."""
-    wanted = None if columns is None else list(dict.fromkeys([*columns, "evt.num"]))
-    table = pq.read_table(path, columns=wanted)
+    """The trace's rows (all columns, or `columns`) sorted by evt.num, as readers see them:
+    elided values put back (schemas.elision), the bitmask column dropped."""
+    present = set(pq.ParquetFile(path).schema_arrow.names)
+    wanted = None if columns is None else [
+        c for c in dict.fromkeys(n for col in [*columns, "evt.num"] for n in NEEDS.get(col, (col,)))
+        if c in present]
+    table = expand(pq.read_table(path, columns=wanted))
     table = table.take(pc.sort_indices(table.column("evt.num")))
     return table if columns is None else table.select(list(columns))
 
@@ -50,10 +55,12 @@ def assert_clustered(path: Path) -> None:
 
 def num_ordered_copy(src: Path, dst: Path, row_group_rows: int) -> Path:
     """The events of `src` as a trace of the earlier layout: rows in evt.num order, row groups
-    of `row_group_rows`, no `row_order` key in the footer (so readers take it as evt.num order)."""
+    of `row_group_rows`, no `row_order` key in the footer (so readers take it as evt.num order),
+    no value elided."""
     table = read_in_event_order(src)
     kv = {k: v for k, v in (pq.ParquetFile(src).metadata.metadata or {}).items()
-          if k != (META_PREFIX + "row_order").encode()}
-    table = table.cast(arrow_schema()).replace_schema_metadata(kv)
+          if k not in ((META_PREFIX + "row_order").encode(), b"ARROW:schema")}
+    earlier = pa.schema([f for f in arrow_schema() if f.name != ELIDED])  # nothing elided
+    table = table.cast(earlier).replace_schema_metadata(kv)
     pq.write_table(table, dst, row_group_size=row_group_rows, compression="zstd")
     return dst

@@ -1,0 +1,165 @@
+"""Elided values (schemas.elision): stored once, put back identically by every reader.
+
+Each reader is checked against the rows as they were given to the writer: `expand` (Arrow),
+the replay engine's column loader, and the DuckDB view of `analyze query` (the same select list
+serves the SQL engine and triage). Paths are chosen to break naive derivations: no '/', a
+trailing '/', top-level entries, newlines, the template marks themselves, non-ASCII.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from analyze.engine_api import RunOptions
+from analyze.query import run_query
+from analyze.replay import _frames
+from capture.trace_writer import TraceWriter
+from schemas.elision import (
+    BASE_MARK,
+    ELIDED,
+    ELIDED_COLUMNS,
+    ELISIONS,
+    PATH_MARK,
+    elide,
+    expand,
+    sql_select,
+)
+from schemas.trace import COLUMNS, SCHEMA_VERSION, TraceMeta, arrow_schema
+
+PATHS = [
+    "/etc/passwd", "/usr/include/c++/12/bits/slice_array.h", "/x", "/", "relative",
+    "/a/b/", "/a/b\nc/d", "/a\nb", "/tmp/\x01odd", "/tmp/\x02odd", "/é/ü.txt", "/a//b", "",
+]
+
+
+def _row(num: int, path: str | None, **fields: Any) -> dict[str, Any]:
+    return {"evt.num": num, "evt.time": 1_700_000_000_000_000_000 + num, "evt.type": "openat",
+            "evt.dir": "<", "fd.name": path, "fd.typechar": "f", **fields}
+
+
+def _rows() -> list[dict[str, Any]]:
+    rows, num = [], 0
+    for path in PATHS:
+        base = path.rsplit("/", 1)[-1]
+        head = path.rsplit("/", 1)[0] or "/" if "/" in path else None
+        num += 1  # every column its derivation: all elided
+        rows.append(_row(num, path, **{
+            "evt.arg.fd": f"<f>{path}", "fd.filename": base, "fd.directory": head,
+            "evt.arg.name": path, "fd.nameraw": base,
+            "evt.args": f"fd=3(<f>{path}) dirfd=-100(AT_FDCWD) name={base}({path}) flags=1 "}))
+        num += 1  # none equal: nothing elided
+        rows.append(_row(num, path, **{
+            "evt.arg.fd": f"<4t>{path}", "fd.filename": base + "x", "fd.directory": "other",
+            "evt.arg.name": path + "y", "fd.nameraw": "raw",
+            "evt.args": f"fd=3 res={BASE_MARK}{path}"}))
+        num += 1  # absolute nameraw, close-style args
+        rows.append(_row(num, path, **{"fd.nameraw": path, "evt.args": f"res=0 fd=3(<f>{path}) ",
+                                       "evt.type": "close"}))
+    rows.append(_row(num + 1, None, **{"evt.args": "fd=-1(EBADF) ", "evt.type": "close"}))
+    rows.append(_row(num + 2, "/p", **{"evt.args": f"name={PATH_MARK}/p "}))
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    schema = arrow_schema()
+    names = dict.fromkeys(k for r in rows for k in r)
+    return pa.table({k: pa.array([r.get(k) for r in rows], schema.field(k).type) for k in names})
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("elision") / "t.parquet"
+    with TraceWriter(path, TraceMeta(source="live", hostname="h")) as writer:
+        writer.write(_table(_rows()))
+        writer.close(drops={})
+    return path
+
+
+def _given(column: str) -> list[Any]:
+    return [r.get(column) for r in _rows()]
+
+
+def _by_num(table: pa.Table) -> pa.Table:
+    return table.sort_by("evt.num")
+
+
+def test_the_writer_elides_what_derives_and_keeps_the_rest(trace: Path) -> None:
+    stored = _by_num(pq.read_table(trace))
+    bits = stored.column(ELIDED).to_pylist()
+    assert bits[0] == sum(e.bit for e in ELISIONS if e.bit != 16)  # all but nameraw = path
+    assert bits[1] is None
+    assert bits[2] is not None and bits[2] & 16  # nameraw = the path itself
+    for column in ELIDED_COLUMNS:
+        if column != "evt.args":  # a template
+            assert stored.column(column)[0].as_py() is None, column
+    assert stored.column("evt.args")[0].as_py().count(PATH_MARK) == 2
+    assert pq.ParquetFile(trace).metadata.metadata[b"sysreplay.elided"].startswith(b"Where bit")
+    assert SCHEMA_VERSION.startswith("2.")
+
+
+@pytest.mark.parametrize("column", ELIDED_COLUMNS)
+def test_expand_gives_back_every_value(trace: Path, column: str) -> None:
+    back = _by_num(expand(pq.read_table(trace)))
+    assert ELIDED not in back.column_names
+    assert back.column(column).to_pylist() == _given(column)
+
+
+@pytest.mark.parametrize("column", ELIDED_COLUMNS)
+def test_the_replay_loader_gives_back_every_value(trace: Path, column: str) -> None:
+    frames = list(_frames(trace, RunOptions(), frozenset({column})))
+    assert len(frames) == 1
+    got = frames[0].column(column)
+    nums = frames[0].column("evt.num")
+    order = pc.sort_indices(nums)
+    assert got.take(order).cast(pa.string()).to_pylist() == _given(column)
+
+
+@pytest.mark.parametrize("column", ELIDED_COLUMNS)
+def test_the_sql_view_gives_back_every_value(trace: Path, column: str) -> None:
+    result = run_query(trace, f'select "{column}" from events order by "evt.num"')
+    assert [row[0] for row in result.rows] == _given(column)
+
+
+def test_the_sql_view_hides_the_bitmask(trace: Path) -> None:
+    result = run_query(trace, "describe events")
+    assert [row[0] for row in result.rows] == [c.name for c in COLUMNS]
+
+
+def test_sql_and_arrow_derivations_agree_on_awkward_paths() -> None:
+    names = pa.array([*PATHS, None], pa.string())
+    table = pa.table({"fd.name": names, "fd.typechar": pa.array(["f"] * len(names)),
+                      "evt.args": pa.array([f"{PATH_MARK}|{BASE_MARK}"] * len(names)),
+                      ELIDED: pa.array([0xFFFF] * len(names), pa.uint16())})
+    con = duckdb.connect()
+    con.register("t", table)
+    for elision in ELISIONS:
+        sql = [r[0] for r in con.execute(f"select {elision.sql} from t").fetchall()]
+        arrow = elision.derive({"fd.name": names, "fd.typechar": table.column("fd.typechar")
+                                .combine_chunks(), "evt.args": table.column("evt.args")
+                                .combine_chunks()}).to_pylist()
+        assert sql == arrow, elision
+
+
+def test_a_table_without_the_bitmask_is_read_as_is() -> None:
+    table = pa.table({"fd.name": ["/a"], "fd.filename": [None]})
+    assert expand(table) is table
+    assert elide(table) is table
+    assert sql_select(frozenset(table.column_names)) == "*"
+
+
+def test_rewriting_a_trace_keeps_what_was_elided(trace: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again.parquet"
+    with TraceWriter(again, TraceMeta(source="live", hostname="h")) as writer:
+        writer.write(pq.read_table(trace))
+        writer.close(drops={})
+    assert _by_num(pq.read_table(again)).equals(_by_num(pq.read_table(trace)))
+    for column in ELIDED_COLUMNS:
+        assert _by_num(expand(pq.read_table(again))).column(column).to_pylist() == \
+            _given(column)
