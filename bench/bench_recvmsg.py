@@ -1,16 +1,18 @@
-"""Benchmark: what the capture's SCM_RIGHTS filter costs a recvmsg that received no fds.
+"""Benchmark: what the capture's SCM_RIGHTS filter costs a recvmsg or recvmmsg that received
+no fds.
 
-The default preset records recvmsg only when it received fds (SCM_RIGHTS): every other recvmsg
-is dropped at sys_exit after one user read of its msghdr (bpf_program.c, scm_rights). That read
-is the price. bench/capture/recvmsg_load.c (compiled with `cc` at start) makes N round trips on
-a socketpair (send one byte, receive it) with recvmsg, or with recvfrom (a syscall the capture
-does not select: the tracepoints' cost alone), and prints the CPU nanoseconds per round trip
-(its own CPU time, where the kernel side of the capture is paid). Each is timed --runs times
-alone and --runs times under a `capture record` of the whole machine (default preset), in
---rounds turns; medians are compared. The recvmsg filter's own cost per call is recvmsg's
-slowdown minus recvfrom's.
+The default preset records recvmsg only when it received fds (SCM_RIGHTS), and recvmmsg only
+for its messages that did: every other call is dropped at sys_exit after one user read of its
+msghdr (recvmmsg: of each message's, MMSG_MAX at most; bpf_program.c, scm_rights and
+emit_mmsg_rights). That read is the price. bench/capture/recvmsg_load.c (compiled with `cc` at
+start) makes N round trips on a socketpair (send one byte, receive it) with recvmsg, recvmmsg
+(one message per call), or recvfrom (a syscall the capture does not select: the tracepoints'
+cost alone), and prints the CPU nanoseconds per round trip (its own CPU time, where the kernel
+side of the capture is paid). Each is timed --runs times alone and --runs times under a
+`capture record` of the whole machine (default preset), in --rounds turns; medians are
+compared. A filter's own cost per call is its syscall's slowdown minus recvfrom's.
 
-Usage (root, from the repository root; about half a minute, not part of the test suite):
+Usage (root, from the repository root; under a minute, not part of the test suite):
     .venv/bin/python bench/bench_recvmsg.py [--calls 200000] [--runs 5] [--rounds 3]
 """
 
@@ -31,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_capture import capture_during  # noqa: E402
 
-MODES = ("recvmsg", "recvfrom")
+MODES = ("recvmsg", "recvmmsg", "recvfrom")
 
 
 def times(binary: Path, calls: int, runs: int) -> dict[str, list[float]]:
@@ -79,9 +81,10 @@ def main() -> None:
         a, c = statistics.median(alone[mode]), statistics.median(traced[mode])
         slower[mode] = c - a
         print(f"  {mode:9} alone {a:7.1f}  captured {c:7.1f}  (+{c - a:.1f})")
-    extra = slower["recvmsg"] - slower["recvfrom"]
-    print(f"the recvmsg filter (one msghdr read, no row): {extra:+.1f} ns per recvmsg beyond an "
-          f"unselected syscall")
+    for mode in ("recvmsg", "recvmmsg"):
+        extra = slower[mode] - slower["recvfrom"]
+        print(f"the {mode} filter (one msghdr read, no row): {extra:+.1f} ns per {mode} beyond "
+              f"an unselected syscall")
     print(f"captures: {events} rows (the whole machine), {dropped} dropped")
 
 

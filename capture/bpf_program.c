@@ -20,7 +20,9 @@
  * - a fork's child returns through sys_exit too (ret 0): only the parent's return is recorded;
  * - fcntl's commands that change no fd are dropped at sys_exit (EXIT_FILTER), once its
  *   arguments are read: a test there costs less than a stash at entry; so is every recvmsg
- *   that received no fds (SCM_RIGHTS, see scm_rights): one user read of its msghdr;
+ *   that received no fds (SCM_RIGHTS, see scm_rights): one user read of its msghdr; a
+ *   recvmmsg sends one record per message that received fds, and none without (see
+ *   emit_mmsg_rights): one user read per message looked at;
  * - records without payload items are written straight into the ring buffer (reserve/submit),
  *   the others built in a per-CPU scratch buffer and copied (their size is known at the end);
  * - sched_process_fork / sched_process_exit send REC_FORK / REC_EXIT records that keep the
@@ -393,6 +395,43 @@ static __always_inline u32 put_scm_rights(struct scratch *buf, u32 off, int item
     u64 data = 0;
     u32 len = scm_rights(msg, &data);
     return len ? put_bytes(buf, off, item, data, len) : off;
+}
+
+/* recvmmsg's messages that received fds with SCM_RIGHTS: one record each, as libsinsp's driver
+ * sends one recvmmsg event per message (its res the message's length). msgvec (args[1]) is an
+ * array of struct mmsghdr (uapi: a struct msghdr, then the msg_len the kernel wrote; 64 bytes
+ * each on x86_64); recvmmsg returns how many it filled, of which the first MMSG_MAX are looked
+ * at, each as recvmsg's msghdr is (scm_rights). A record's ret is its message's msg_len, its
+ * args the call's, its item 0 the fds (SCM_MAX_FDS at most). Called at sys_exit (EXIT_FILTER)
+ * instead of the usual single record. */
+#define MMSG_MAX 8
+#define MMSGHDR_SIZE 64
+#define MMSGHDR_LEN_OFFSET 56
+static __always_inline void emit_mmsg_rights(u16 nr, s64 ret, u64 *args)
+{
+    for (int i = 0; i < MMSG_MAX; i++) {
+        /* ret hidden from the compiler at each step: it would otherwise end the loop on
+         * i == min(ret, MMSG_MAX), a bound the verifier cannot follow. */
+        s64 filled = ret;
+        asm volatile("" : "+r"(filled));
+        if (i >= filled)
+            return;
+        u64 msg = args[1] + i * MMSGHDR_SIZE;
+        u64 data = 0;
+        u32 len = scm_rights(msg, &data);
+        if (!len)
+            continue;
+        u32 msg_len = 0;
+        bpf_probe_read_user(&msg_len, sizeof(msg_len), (void *)(msg + MMSGHDR_LEN_OFFSET));
+        struct scratch *buf = begin(REC_SYSCALL, nr);
+        if (!buf)
+            return;
+        struct rec_hdr *h = (struct rec_hdr *)buf->data;
+        h->ret = msg_len;
+        for (int j = 0; j < 6; j++)
+            h->args[j] = args[j];
+        output(buf, put_bytes(buf, sizeof(struct rec_hdr), 0, data, len));
+    }
 }
 
 static __always_inline u32 put_local(struct scratch *buf, u32 off, int item, u32 tid)

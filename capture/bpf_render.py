@@ -5,8 +5,8 @@ can be printed (`capture record --print-bpf`) and tested without root. This modu
 syscall table the program is rendered from: each syscall's number and which of its arguments
 point at user memory the exit probe must copy (paths, sockaddrs, small structs), and the entry
 filter that drops the calls of a selected syscall nothing needs (fcntl's commands other than
-F_DUPFD, F_DUPFD_CLOEXEC and F_SETFD; recvmsg calls that received no fds with SCM_RIGHTS). The
-userspace decoder reads the record items back with the same table.
+F_DUPFD, F_DUPFD_CLOEXEC and F_SETFD; recvmsg calls and recvmmsg messages that received no fds
+with SCM_RIGHTS). The userspace decoder reads the record items back with the same table.
 
 Only x86_64 syscall numbers are known for now; `arch_supported()` says so before anything loads.
 """
@@ -116,6 +116,9 @@ SYSCALLS: tuple[SyscallSpec, ...] = (
     SyscallSpec("sendto", 44, (Item(SOCKADDR, 4, 5),)),
     # recvmsg: only the calls that received fds with SCM_RIGHTS are recorded (EXIT_FILTER)
     SyscallSpec("recvmsg", 47, (Item(SCM_RIGHTS, 1),)),
+    # recvmmsg: one record per message that received fds, its item 0 their numbers, sent whole
+    # by the exit filter (emit_mmsg_rights in bpf_program.c); nothing for the other calls
+    SyscallSpec("recvmmsg", 299),
     SyscallSpec("clone", 56),
     SyscallSpec("clone3", 435, (Item(BYTES, 0, size=8),)),
     SyscallSpec("fork", 57),
@@ -175,9 +178,10 @@ PROC_STATE_SYSCALLS = frozenset({
 # socketpair, eventfd, signalfd, timerfd, inotify, epoll, pidfd, io_uring, memfd...: a new fd
 # must replace whatever the table held for its number) and fcntl's F_DUPFD*/F_SETFD (the only
 # fcntl commands the kernel side lets through: the others are frequent and change no fd).
-# recvmsg too, filtered in the kernel to the calls that received fds (SCM_RIGHTS): those are
-# new fds like dup's, and rare. Left out: the I/O calls sendto/sendmsg/recvfrom (and recvmsg
-# without fds), whose volume is that of the traffic itself.
+# recvmsg and recvmmsg too, filtered in the kernel to the calls (recvmmsg: the messages) that
+# received fds (SCM_RIGHTS): those are new fds like dup's, and rare. Left out: the I/O calls
+# sendto/sendmsg/recvfrom (and recvmsg/recvmmsg without fds), whose volume is that of the
+# traffic itself.
 DEFAULT_SYSCALLS: tuple[str, ...] = tuple(s.name for s in SYSCALLS if s.name != "sendto")
 PRESETS: dict[str, tuple[str, ...]] = {
     "default": DEFAULT_SYSCALLS,
@@ -314,7 +318,9 @@ def render_exit_filter(syscalls: tuple[str, ...]) -> str:
     the exit probe (EXIT_FILTER), once the arguments are read back from the registers: neither
     has entry work (they are not stashed), so testing at exit costs a compare (fcntl) or a
     user read of the msghdr (recvmsg), where testing at entry would cost a stash per call; and
-    recvmsg's control data is only there once it returns."""
+    recvmsg's control data is only there once it returns. recvmmsg is handled there whole: one
+    record per message (of the first MMSG_MAX) that received fds, as libsinsp's driver sends
+    one event per message, and nothing for a call that received none."""
     parts = []
     if "fcntl" in syscalls:
         kept = " && ".join(f"cmd != {c}" for c in FCNTL_KEPT)
@@ -330,6 +336,14 @@ def render_exit_filter(syscalls: tuple[str, ...]) -> str:
             f"        u64 fds = 0;\n"
             f"        if (ret < 0 || !scm_rights(s.args[1], &fds))\n"
             f"            return 0;\n"
+            f"    }}")
+    if "recvmmsg" in syscalls:
+        parts.append(
+            f"    if (id == {SYSCALL_BY_NAME['recvmmsg'].nr}) {{ /* recvmmsg: messages with "
+            f"SCM_RIGHTS, one record each */\n"
+            f"        if (ret > 0)\n"
+            f"            emit_mmsg_rights(id, ret, s.args);\n"
+            f"        return 0;\n"
             f"    }}")
     return "\n".join(parts)
 

@@ -1,9 +1,9 @@
 """The handlers that keep the fd table right: every syscall that closes fds or returns a new
 one (dup*, fcntl, close, close_range, pipe*, socketpair, memfd_create, eventfd, signalfd,
 timerfd_create, inotify_init, epoll_create, pidfd_open, pidfd_getfd, io_uring_setup,
-userfaultfd, and recvmsg when it received fds with SCM_RIGHTS). A syscall that returns fd N
-replaces whatever the table held for N: an entry the capture failed to remove (an fd closed by
-a call it did not see) must not stand for the new fd.
+userfaultfd, and recvmsg/recvmmsg when they received fds with SCM_RIGHTS). A syscall that
+returns fd N replaces whatever the table held for N: an entry the capture failed to remove (an
+fd closed by a call it did not see) must not stand for the new fd.
 """
 
 from __future__ import annotations
@@ -204,21 +204,28 @@ def _fcntl(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     ev.fd_num, ev.fd = fd, info
 
 
-MSG_CMSG_CLOEXEC = 0x40000000  # recvmsg's flag: the fds it receives are close-on-exec
+MSG_CMSG_CLOEXEC = 0x40000000  # recv(m)msg's flag: the fds it receives are close-on-exec
+
+
+def _receive_fds(en: Enricher, rec: Record, proc: Proc, flags: int) -> None:
+    """The fds received with SCM_RIGHTS (item 0: their numbers, as ints) by a recvmsg or one
+    message of a recvmmsg. Each replaces what the table held for its number, read from
+    /proc/PID/fd/N as libsinsp's parser does for both: the kernel sends nothing else about
+    them."""
+    raw = item(rec, 0)
+    table = en.fds.of(proc.pid)
+    cloexec = bool(flags & MSG_CMSG_CLOEXEC)
+    for received in struct.unpack_from(f"<{len(raw) // 4}i", raw):
+        table[received] = en.fds.read_fd(proc.pid, received, cloexec)
 
 
 def _recvmsg(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
-    """recvmsg, recorded only when it received fds with SCM_RIGHTS (item 0: their numbers, as
-    ints). Each replaces what the table held for its number, read from /proc/PID/fd/N as
-    libsinsp's recvmsg parser does: the kernel sends nothing else about them. The row's fd is
-    the socket received on."""
+    """recvmsg(fd, msg, flags), recorded only when it received fds with SCM_RIGHTS. The row's fd
+    is the socket received on."""
     fd, res = s32(rec.args[0]), s32(rec.ret)
-    table = en.fds.of(proc.pid)
-    raw = item(rec, 0) if res >= 0 else b""
-    cloexec = bool(rec.args[2] & MSG_CMSG_CLOEXEC)
-    for received in struct.unpack_from(f"<{len(raw) // 4}i", raw):
-        table[received] = en.fds.read_fd(proc.pid, received, cloexec)
-    info = table.get(fd)
+    if res >= 0:
+        _receive_fds(en, rec, proc, rec.args[2])
+    info = en.fds.of(proc.pid).get(fd)
     res_param(ev, rec)
     if res >= 0:
         ev.add("size", res)
@@ -227,8 +234,24 @@ def _recvmsg(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
     ev.fd_num, ev.fd = fd, info
 
 
+def _recvmmsg(en: Enricher, rec: Record, proc: Proc, ev: Ev) -> None:
+    """recvmmsg(fd, msgvec, vlen, flags, timeout): one record per message that received fds
+    with SCM_RIGHTS (the kernel sends no other), as libsinsp's driver sends one event per
+    message: ret, and so res and size, are that message's msg_len (its parameters in libsinsp's
+    order). The row's fd is the socket received on."""
+    fd, size = s32(rec.args[0]), rec.ret & 0xFFFFFFFF
+    _receive_fds(en, rec, proc, rec.args[3])
+    info = en.fds.of(proc.pid).get(fd)
+    ev.add("res", size)
+    fd_param(en, proc, ev, "fd", fd)
+    ev.add("size", size)
+    ev.add("tuple", info.name if info is not None else "")
+    ev.fd_num, ev.fd = fd, info
+
+
 FD_HANDLERS: dict[str, Handler] = {
     "dup": _dup, "dup2": _dup, "dup3": _dup, "close": _close, "close_range": _close_range,
     "memfd_create": _memfd, "pipe": _pipe, "pipe2": _pipe, "socketpair": _socketpair,
-    "fcntl": _fcntl, "recvmsg": _recvmsg, **dict.fromkeys(_NEW_FD_CALLS, _new_anon_fd),
+    "fcntl": _fcntl, "recvmsg": _recvmsg, "recvmmsg": _recvmmsg,
+    **dict.fromkeys(_NEW_FD_CALLS, _new_anon_fd),
 }

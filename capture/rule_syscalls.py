@@ -33,13 +33,17 @@ STATE_SYSCALLS = frozenset({
     "timerfd_create", "inotify_init", "inotify_init1", "epoll_create", "epoll_create1",
     "pidfd_open", "pidfd_getfd", "io_uring_setup",
     "socket", "connect", "bind", "listen", "accept", "accept4", "memfd_create",
-    "recvmsg",  # recorded only when it received fds (SCM_RIGHTS): filtered in the kernel
+    # recorded only when they received fds (SCM_RIGHTS): filtered in the kernel
+    "recvmsg", "recvmmsg",
     "userfaultfd",
 })
 _CAPTURABLE = tuple(s.name for s in SYSCALLS)
 # Syscalls the program records only in part (the kernel side drops the rest): a rule on them
 # sees those calls only, which `capture record --rules` says.
-PARTLY_CAPTURED = {"recvmsg": "only the calls that receive fds with SCM_RIGHTS"}
+PARTLY_CAPTURED = {
+    "recvmsg": "only the calls that receive fds with SCM_RIGHTS",
+    "recvmmsg": "only the messages that carry fds with SCM_RIGHTS, of the first 8 of a call",
+}
 # The part of the state set that keeps `proc.*` right (exec, cwd, ids, parentage and the fds a
 # child inherits): few calls, recorded under any syscall choice.
 PROCESS_STATE = frozenset({

@@ -572,6 +572,91 @@ def test_fds_received_with_scm_rights_are_in_the_fd_table(tmp_path: Path) -> Non
     assert closes[pipe_fd] == "pipe" and {closes[fd] for fd in files} == {"file"}
 
 
+RECVMMSG = textwrap.dedent("""
+    import ctypes, json, os, socket, sys, time
+    from ctypes import POINTER, c_int, c_size_t, c_uint, c_void_p, sizeof
+
+    class Iovec(ctypes.Structure):
+        _fields_ = [("base", c_void_p), ("len", c_size_t)]
+
+    class Msghdr(ctypes.Structure):
+        _fields_ = [("name", c_void_p), ("namelen", c_uint), ("iov", POINTER(Iovec)),
+                    ("iovlen", c_size_t), ("control", c_void_p), ("controllen", c_size_t),
+                    ("flags", c_int)]
+
+    class Mmsghdr(ctypes.Structure):
+        _fields_ = [("hdr", Msghdr), ("len", c_uint)]
+
+    assert sizeof(Mmsghdr) == 64 and Mmsghdr.len.offset == 56 and Msghdr.control.offset == 32
+    libc = ctypes.CDLL(None, use_errno=True)
+    N = 4
+    data = [ctypes.create_string_buffer(16) for _ in range(N)]
+    control = [ctypes.create_string_buffer(64) for _ in range(N)]
+    iovs = [Iovec(ctypes.addressof(d), 16) for d in data]
+    msgs = (Mmsghdr * N)()
+
+    def recvmmsg(sock):
+        for i in range(N):  # control buffers given: the kernel writes back what it used
+            msgs[i].hdr.iov, msgs[i].hdr.iovlen = ctypes.pointer(iovs[i]), 1
+            msgs[i].hdr.control = ctypes.addressof(control[i])
+            msgs[i].hdr.controllen = 64
+        n = libc.recvmmsg(sock.fileno(), msgs, N, socket.MSG_DONTWAIT, None)
+        assert n > 0, os.strerror(ctypes.get_errno())
+        fds = []
+        for i in range(n):  # one SCM_RIGHTS cmsg (len, level, type, then the fds) or none
+            raw = control[i].raw[:msgs[i].hdr.controllen]
+            end = int.from_bytes(raw[:8], "little")  # cmsg_len (0: no control data)
+            fds.append([int.from_bytes(raw[k:k + 4], "little") for k in range(16, end, 4)])
+        return n, fds
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for _ in range(5):  # recvmmsg receiving no fds: no rows
+        a.send(b"x")
+        a.send(b"y")
+        assert recvmmsg(b)[0] == 2
+    first, second = open(sys.argv[1], "w"), open(sys.argv[2], "w")
+    r, w = os.pipe()
+    os.close(w)
+    socket.send_fds(a, [b"one"], [first.fileno(), r])
+    socket.send_fds(a, [b"three"], [second.fileno()])
+    a.send(b"plain")  # a message without fds: no row of its own
+    first.close(), second.close(), os.close(r)  # only the received copies remain
+    n, fds = recvmmsg(b)  # the three messages, in ONE call
+    assert n == 3 and [len(f) for f in fds] == [2, 1, 0], fds
+    # The capture reads what a received fd is from /proc/PID/fd when it enriches the record
+    # (as libsinsp does), tens of milliseconds later: the fds must still be open then.
+    time.sleep(1)
+    os.fchmod(fds[0][0], 0o644)
+    os.fchmod(fds[1][0], 0o644)
+    for fd in fds[0] + fds[1]:
+        os.close(fd)
+    print(json.dumps({"pid": os.getpid(), "fds": fds, "sock": b.fileno()}))
+""")
+
+
+def test_fds_received_by_one_recvmmsg_are_in_the_fd_table(tmp_path: Path) -> None:
+    paths = [tmp_path / "first.txt", tmp_path / "second.txt"]
+    with recording(tmp_path):
+        done = subprocess.run([sys.executable, "-c", RECVMMSG, *map(str, paths)], check=True,
+                              capture_output=True, text=True)
+    made = json.loads(done.stdout)
+    got = pq.read_table(tmp_path / "live.parquet", columns=[
+        "evt.type", "evt.rawres", "proc.pid", "fd.num", "fd.type", "fd.name",
+        "evt.args"]).to_pylist()
+    mine = [r for r in got if r["proc.pid"] == made["pid"]]
+    # One row per message that carried fds (as libsinsp's one event per message), its res the
+    # message's length; the plain calls and the message without fds were dropped in the kernel.
+    received = [(r["evt.rawres"], r["fd.num"], r["fd.type"]) for r in mine
+                if r["evt.type"] == "recvmmsg"]
+    assert received == [(3, made["sock"], "unix"), (5, made["sock"], "unix")]
+    (first, pipe_fd), (second,) = made["fds"][:2]
+    fchmods = [(r["fd.num"], r["fd.name"], r["fd.type"]) for r in mine
+               if r["evt.type"] == "fchmod"]
+    assert fchmods == [(first, str(paths[0]), "file"), (second, str(paths[1]), "file")]
+    closes = {r["fd.num"]: (r["fd.type"], r["fd.name"]) for r in mine if r["evt.type"] == "close"}
+    assert closes[pipe_fd][0] == "pipe" and closes[second] == ("file", str(paths[1]))
+
+
 STALE = textwrap.dedent("""
     import os, socket, sys
     keep = open("/dev/null")  # fd 3, which the dynamic loader reuses after the exec

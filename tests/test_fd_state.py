@@ -182,7 +182,7 @@ def test_close_range_closes_or_marks_close_on_exec(tmp_path: Path) -> None:
     assert sorted(table) == [3, 4, 7, 8]
 
 
-# ---- fds received with SCM_RIGHTS (recvmsg) ---------------------------------------------------
+# ---- fds received with SCM_RIGHTS (recvmsg, recvmmsg) ---------------------------------------
 
 MSG_CMSG_CLOEXEC = 0x40000000
 
@@ -222,6 +222,37 @@ def test_a_failed_recvmsg_or_one_of_a_gone_process_leaves_no_stale_entry(
     table99[3] = STALE
     feed(en, [rec("recvmsg", 99, ret=1, args=(4, 0, 0), items=(struct.pack("<i", 3),))])
     assert table99[3] == FdInfo("unknown", "o")
+
+
+def test_each_recvmmsg_message_with_fds_is_one_row_whose_fds_are_read_from_proc(
+        tmp_path: Path) -> None:
+    en, table = stale_table(tmp_path)
+    table[12] = socket_fd(socket.AF_UNIX, socket.SOCK_DGRAM)  # the socket received on
+    fds = tmp_path / "41" / "fd"
+    os.symlink("/srv/a.db", fds / "3")
+    os.symlink("pipe:[72]", fds / "4")
+    os.symlink("/srv/b.log", fds / "5")
+    # One record per message that carried fds (the kernel sends no other): ret is the
+    # message's msg_len, the arguments the call's (fd, msgvec, vlen, flags, timeout).
+    args = (12, 0x7000, 4, MSG_CMSG_CLOEXEC, 0)
+    got = feed(en, [
+        rec("recvmmsg", 41, ret=2, args=args, items=(struct.pack("<2i", 3, 4),)),
+        rec("recvmmsg", 41, ret=7, args=args, items=(struct.pack("<i", 5),)),
+        rec("fchmod", 41, args=(5, 0o644)),
+    ])
+    assert table[3] == fd_kind("file", "/srv/a.db", cloexec=True)
+    assert table[4] == fd_kind("pipe", cloexec=True)
+    assert table[5] == fd_kind("file", "/srv/b.log", cloexec=True)
+    assert [r["evt.type"] for r in got] == ["recvmmsg", "recvmmsg", "fchmod"]
+    assert [(r["fd.num"], r["fd.type"]) for r in got[:2]] == [(12, "unix"), (12, "unix")]
+    # libsinsp's order: res (the message's length), fd, size, (data), tuple
+    assert [r["evt.args"] for r in got[:2]] == ["res=2 fd=12(<u>) size=2 tuple= ",
+                                                "res=7 fd=12(<u>) size=7 tuple= "]
+    assert (got[2]["fd.num"], got[2]["fd.name"]) == (5, "/srv/b.log")
+    table[6] = STALE
+    feed(en, [rec("recvmmsg", 41, ret=1, args=(12, 0x7000, 1, 0, 0),
+                  items=(struct.pack("<i", 6),))])
+    assert table[6] == FdInfo("unknown", "o")  # closed since: never the stale entry
 
 
 # ---- fds at the fork ----------------------------------------------------------------------
@@ -344,6 +375,28 @@ def test_recvmsg_is_recorded_only_with_scm_rights() -> None:
     assert "id == 47" not in render(options(syscalls=("openat", "close")))
     assert "id == 47" not in render_exit_filter(("fcntl",))
     assert "id == 72" in render_exit_filter(("fcntl", "recvmsg"))
+
+
+def test_recvmmsg_sends_one_record_per_message_with_scm_rights() -> None:
+    assert "recvmmsg" in DEFAULT_SYSCALLS and "recvmmsg" in STATE_SYSCALLS
+    assert SYSCALL_BY_NAME["recvmmsg"].nr == 299
+    text = render(options())
+    leave = text.split("RAW_TRACEPOINT_PROBE(sys_exit)", 1)[1].split("TRACEPOINT", 1)[0]
+    # At sys_exit, handled whole by the exit filter: a record per message with fds (item 0),
+    # nothing else, so no single record and no item case of its own.
+    assert ("    if (id == 299) { /* recvmmsg: messages with SCM_RIGHTS, one record each */\n"
+            "        if (ret > 0)\n            emit_mmsg_rights(id, ret, s.args);\n"
+            "        return 0;\n    }") in leave
+    assert leave.index("s.args[1] = r.si;") < leave.index("id == 299") < leave.index("emit_plain(")
+    assert "case 299: /* recvmmsg */\n        off" not in text
+    # struct mmsghdr (uapi, x86_64): a msghdr, then msg_len, 64 bytes each; 8 messages at most,
+    # each looked at as recvmsg's msghdr is (scm_rights: 4 cmsgs, 32 fds)
+    assert "#define MMSG_MAX 8" in text and "#define MMSGHDR_SIZE 64" in text
+    assert "#define MMSGHDR_LEN_OFFSET 56" in text
+    assert "u32 len = scm_rights(msg, &data);" in text
+    assert "h->ret = msg_len;" in text
+    assert "id == 299" not in render(options(syscalls=("openat", "close")))
+    assert "id == 299" not in render_exit_filter(("recvmsg",))
 
 
 def test_local_endpoint_probes_follow_features_and_connect() -> None:

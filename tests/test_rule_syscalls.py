@@ -112,3 +112,13 @@ def test_a_rule_on_recvmsg_is_told_only_fd_passing_calls_are_recorded(tmp_path: 
     found = syscalls_for_rules([rules])
     assert "recvmsg" in found.rows
     assert found.not_capturable == ("recvmsg (only the calls that receive fds with SCM_RIGHTS)",)
+
+
+def test_a_rule_on_recvmmsg_is_told_only_messages_with_fds_are_recorded(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text("- rule: Received\n  desc: x\n  condition: evt.type = recvmmsg\n"
+                     "  output: x\n  priority: NOTICE\n")
+    found = syscalls_for_rules([rules])
+    assert "recvmmsg" in found.rows and "recvmsg" in found.state
+    assert found.not_capturable == (
+        "recvmmsg (only the messages that carry fds with SCM_RIGHTS, of the first 8 of a call)",)
