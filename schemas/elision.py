@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,26 +48,50 @@ def _dirname(name: pa.Array) -> pa.Array:
     return pc.if_else(pc.match_substring(name, "/"), head, pa.scalar(None, pa.string()))
 
 
-def _path(src: Columns) -> pa.Array:
-    return src["fd.name"]
+class Rows:
+    """The derivations' inputs for a batch of rows, each derived form computed once.
 
+    Forms of the path are computed on its dictionary (a path recurs: opened, read, closed) and
+    spread to the rows by index."""
 
-def _base(src: Columns) -> pa.Array:
-    return _basename(src["fd.name"])
+    def __init__(self, src: Columns) -> None:
+        self.src = src
 
+    @cached_property
+    def _name(self) -> pa.Array:
+        return self.src["fd.name"]
 
-def _dir(src: Columns) -> pa.Array:
-    return _dirname(src["fd.name"])
+    def _per_value(self, fn: Callable[[pa.Array], pa.Array]) -> pa.Array:
+        name = self._name
+        if pa.types.is_dictionary(name.type):
+            return fn(name.dictionary).take(name.indices)
+        return fn(name)
 
+    @cached_property
+    def path(self) -> pa.Array:
+        return _plain(self._name)
 
-def _fd_arg(src: Columns) -> pa.Array:
-    return pc.binary_join_element_wise("<", src["fd.typechar"], ">", src["fd.name"], "")
+    @cached_property
+    def base(self) -> pa.Array:
+        return self._per_value(_basename)
+
+    @cached_property
+    def dir(self) -> pa.Array:
+        return self._per_value(_dirname)
+
+    @cached_property
+    def fd_arg(self) -> pa.Array:
+        return pc.binary_join_element_wise("<", _plain(self.src["fd.typechar"]), ">", self.path,
+                                           "")
+
+    def args(self, template: pa.Array) -> pa.Array:
+        with_base = pc.binary_join(pc.split_pattern(template, BASE_MARK), self.base)
+        return pc.binary_join(pc.split_pattern(with_base, PATH_MARK), self.path)
 
 
 def expand_template(template: pa.Array, name: pa.Array) -> pa.Array:
     """An evt.args template with its marks replaced by the row's path and its last component."""
-    with_base = pc.binary_join(pc.split_pattern(template, BASE_MARK), _basename(name))
-    return pc.binary_join(pc.split_pattern(with_base, PATH_MARK), name)
+    return Rows({"fd.name": name}).args(template)
 
 
 @dataclass(frozen=True)
@@ -75,7 +100,7 @@ class Elision:
 
     bit: int
     column: str
-    derive: Callable[[Columns], pa.Array]  # stored column values -> this column's values
+    derive: Callable[[Rows, pa.Array], pa.Array]  # (sources, the stored column) -> values
     sql: str  # the same derivation over the stored columns, for DuckDB (our text only)
 
 
@@ -85,13 +110,14 @@ _SQL_DIR = ("CASE WHEN coalesce(strpos(\"fd.name\", '/'), 0) = 0 THEN NULL ELSE 
             "regexp_replace(\"fd.name\", '/[^/]*$', '', 's'), ''), '/') END")
 
 ELISIONS: tuple[Elision, ...] = (
-    Elision(1, "evt.arg.fd", _fd_arg, "'<' || \"fd.typechar\" || '>' || \"fd.name\""),
-    Elision(2, "fd.filename", _base, _SQL_BASE),
-    Elision(4, "fd.directory", _dir, _SQL_DIR),
-    Elision(8, "evt.arg.name", _path, _SQL_PATH),
-    Elision(16, "fd.nameraw", _path, _SQL_PATH),
-    Elision(32, "fd.nameraw", _base, _SQL_BASE),
-    Elision(64, "evt.args", lambda src: expand_template(src["evt.args"], src["fd.name"]),
+    Elision(1, "evt.arg.fd", lambda r, _: r.fd_arg,
+            "'<' || \"fd.typechar\" || '>' || \"fd.name\""),
+    Elision(2, "fd.filename", lambda r, _: r.base, _SQL_BASE),
+    Elision(4, "fd.directory", lambda r, _: r.dir, _SQL_DIR),
+    Elision(8, "evt.arg.name", lambda r, _: r.path, _SQL_PATH),
+    Elision(16, "fd.nameraw", lambda r, _: r.path, _SQL_PATH),
+    Elision(32, "fd.nameraw", lambda r, _: r.base, _SQL_BASE),
+    Elision(64, "evt.args", lambda r, stored: r.args(stored),
             "replace(replace(\"evt.args\", chr(2), " + _SQL_BASE + "), chr(1), \"fd.name\")"),
 )
 ELIDED_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(e.column for e in ELISIONS))
@@ -113,22 +139,22 @@ def elide(table: pa.Table) -> pa.Table:
     Bits already set (a trace being rewritten) are kept with their nulls."""
     if not all(name in table.column_names for name in (*SOURCES, *ELIDED_COLUMNS, ELIDED)):
         return table
-    name = _plain(table.column("fd.name"))
+    name = table.column("fd.name").combine_chunks()
     if name.null_count == len(name):
         return table
-    src = {"fd.name": name, "fd.typechar": _plain(table.column("fd.typechar"))}
+    rows = Rows({"fd.name": name, "fd.typechar": table.column("fd.typechar").combine_chunks()})
     bits = pc.fill_null(table.column(ELIDED).combine_chunks().cast(pa.uint16()), 0)
     columns = {c: table.column(c).combine_chunks() for c in ELIDED_COLUMNS}
     for elision in ELISIONS:
         if elision.column == "evt.args":
             continue
         stored = columns[elision.column]
-        same = pc.fill_null(pc.equal(_plain(stored), elision.derive(src)), False)
+        same = pc.fill_null(pc.equal(_plain(stored), elision.derive(rows, stored)), False)
         if pc.any(same).as_py():
             bits = pc.if_else(same, pc.bit_wise_or(bits, pa.scalar(elision.bit, pa.uint16())),
                               bits)
             columns[elision.column] = _nulled(stored, same)
-    columns["evt.args"], bits = _template_args(columns["evt.args"], name, bits)
+    columns["evt.args"], bits = _template_args(columns["evt.args"], rows, bits)
     bits = pc.if_else(pc.equal(bits, 0), pa.scalar(None, pa.uint16()), bits)
     out = table
     for column, values in (*columns.items(), (ELIDED, bits)):
@@ -138,24 +164,29 @@ def elide(table: pa.Table) -> pa.Table:
     return out
 
 
-def _template_args(args: pa.Array, name: pa.Array, bits: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """evt.args as templates where the path occurs in it and the substitution round-trips."""
+def _template_args(args: pa.Array, rows: Rows, bits: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """evt.args as templates where the path occurs in it.
+
+    A loop in Python (Arrow has no replace by a per-row pattern), over the rows with a path.
+    It round-trips whenever the text holds no mark and neither does the last component (the
+    path, being in the text, holds none either): every path becomes PATH_MARK, then every
+    occurrence of the last component in what is left becomes BASE_MARK, and the reader
+    replaces BASE_MARK and then PATH_MARK back (tests/test_elision.py checks it on random
+    text)."""
     bit = next(e.bit for e in ELISIONS if e.column == "evt.args")
-    texts, names, done = args.to_pylist(), name.to_pylist(), bits.to_pylist()
-    base = _basename(name).to_pylist()
+    texts, done = args.to_pylist(), bits.to_pylist()
+    with_path = pc.indices_nonzero(pc.and_kleene(pc.is_valid(rows.path), pc.is_valid(args)))
+    paths, bases = rows.path.take(with_path).to_pylist(), rows.base.take(with_path).to_pylist()
     changed = False
-    for i, text in enumerate(texts):
-        path = names[i]
-        if not text or not path or done[i] & bit or path not in text:
-            continue
-        if PATH_MARK in text or BASE_MARK in text:
+    for i, path, last in zip(with_path.to_pylist(), paths, bases, strict=True):
+        text = texts[i]
+        if not path or done[i] & bit or PATH_MARK in text or BASE_MARK in text:
             continue
         template = text.replace(path, PATH_MARK)
-        last = base[i]
+        if template == text:
+            continue
         if last and PATH_MARK not in last and BASE_MARK not in last:
             template = template.replace(last, BASE_MARK)
-        if template.replace(BASE_MARK, last or "").replace(PATH_MARK, path) != text:
-            continue
         texts[i] = template
         done[i] |= bit
         changed = True
@@ -186,7 +217,7 @@ def expand_column(column: str, stored: pa.Array, bits: pa.Array | None,
     if bits is None or bits.null_count == len(bits):
         return stored
     bits = pc.fill_null(bits.cast(pa.uint16()), 0)
-    plain = {k: _plain(v) for k, v in src.items()}
+    rows = Rows(src)
     out = _plain(stored)
     for elision in ELISIONS:
         if elision.column != column:
@@ -194,8 +225,7 @@ def expand_column(column: str, stored: pa.Array, bits: pa.Array | None,
         mask = pc.not_equal(pc.bit_wise_and(bits, pa.scalar(elision.bit, pa.uint16())), 0)
         if not pc.any(mask).as_py():
             continue
-        inputs = {**plain, "evt.args": out} if column == "evt.args" else plain
-        out = pc.if_else(mask, elision.derive(inputs), out)
+        out = pc.if_else(mask, elision.derive(rows, out), out)
     return out
 
 
