@@ -36,7 +36,7 @@ from analyze.errors import RuleError, RuleWarning
 from analyze.evttypes import matches_all
 from analyze.replay_compile import CompiledCondition, Node, compile_condition
 from analyze.trace_reader import TraceFormatError, open_trace
-from schemas.elision import ELIDED, ELIDED_COLUMNS, NEEDS, SOURCES, expand_column
+from schemas.elision import ELIDED, ELIDED_COLUMNS, NEEDS, expand_column
 from schemas.trace import ANCESTOR_COLUMNS, COLUMN_BY_NAME
 
 MISSING_FIELD_WARNING = "field-not-in-trace"
@@ -325,7 +325,7 @@ def _loader(path: Path, parquet: pq.ParquetFile, index: int, names: set[str],
         stored = fetch(name)
         if stored is None or name not in ELIDED_COLUMNS or ELIDED not in names:
             return stored
-        sources = {s: fetch(s) for s in SOURCES}
+        sources = {s: fetch(s) for s in NEEDS[name][2:]}
         if any(v is None for v in sources.values()):
             return stored
         bits = fetch(ELIDED)

@@ -29,7 +29,8 @@ Needs root and BPF. Every capture is `capture.record.record` with the options of
    (2,000,000 syscalls), close(-1) in C (4,000,000 syscalls: nothing but the cost per recorded
    syscall), a shell starting 200 short processes (`sh -c 'cat /etc/hostname; ls /'`), a
    tree copy through tar (`tar -cf - /usr/include | cat >/dev/null`: an open, reads and a
-   close per file, as backups do) and a build (load.c compiled 10 times by cc: processes,
+   close per file, as backups do; and the same over /usr/share, ~47k files, long enough to time
+   well) and a build (load.c compiled 10 times by cc: processes,
    headers opened, temporary files). bench/capture/repeat.py runs and times them.
    The floor: the same workloads timed (--runs) with two EMPTY BPF programs on the same raw
    tracepoints (raw_syscalls sys_enter/sys_exit): what tracing every syscall costs before a
@@ -52,7 +53,7 @@ figures.
 Usage (root, from the repository root; takes two to three minutes, not part of the test suite):
     .venv/bin/python bench/bench_capture.py [--step-seconds 5] [--start 20000] [--factor 1.4]
         [--runs 3] [--keep DIR] [--whole-machine] [--rules FILE]... [--scap FILE | --no-scap]
-        [--load c-close|c-open|python] [--no-floor] [--only rate|slowdown]
+        [--load c-close|c-open|python] [--no-floor] [--only rate|slowdown] [--workload WORDS]...
         [--rotate-seconds S | --rotate-size BYTES]
 """
 
@@ -94,6 +95,9 @@ OPEN_CLOSE_SYSCALLS = 400_000
 C_OPEN_CLOSE_SYSCALLS = 2_000_000
 C_CLOSE_SYSCALLS = 4_000_000
 TAR = "tar -cf - /usr/include 2>/dev/null | cat >/dev/null"
+# The same over a larger tree (~47k files here, ~1.3 s): long enough to time without the noise
+# of a 0.15 s run.
+TAR_LARGE = "tar -cf - /usr/share 2>/dev/null | cat >/dev/null"
 COMPILES = 10
 FLOOR_PROGRAM = """
 RAW_TRACEPOINT_PROBE(sys_enter) { return 0; }
@@ -330,6 +334,7 @@ def workloads(binary: Path) -> dict[str, list[str]]:
             [str(binary), "close", "--syscalls", str(C_CLOSE_SYSCALLS)],
         "200 processes": ["bash", "-c", PROCESSES],
         "tar of /usr/include": ["bash", "-c", TAR],
+        "tar of /usr/share": ["bash", "-c", TAR_LARGE],
         f"cc x{COMPILES}": ["bash", "-c", f"for i in $(seq {COMPILES}); do cc -O2 -c "
                             f"{shlex.quote(str(LOAD_C))} -o /dev/null; done"],
     }
@@ -352,9 +357,10 @@ def floor_timings(runs: int, commands: list[list[str]]) -> list[Timing]:
 
 
 def slowdowns(runs: int, work: Path, whole_machine: bool, rules: tuple[str, ...],
-              binary: Path, floor: bool) -> list[Slowdown]:
+              binary: Path, floor: bool, only: list[str]) -> list[Slowdown]:
     found = []
-    named = workloads(binary)
+    named = {name: command for name, command in workloads(binary).items()
+             if not only or any(word in name for word in only)}
     floors: list[Timing | None] = list(floor_timings(runs, list(named.values()))) if floor \
         else [None] * len(named)
     for i, (name, command) in enumerate(named.items()):
@@ -477,6 +483,9 @@ def main() -> None:
     parser.add_argument("--rotate-size", type=int, help="section 1: rotate at BYTES")
     parser.add_argument("--only", choices=("rate", "slowdown"),
                         help="run only section 1 (rate) or 2-3 (slowdown)")
+    parser.add_argument("--workload", action="append", default=[], metavar="WORDS",
+                        help="sections 2-3: only the workloads whose name contains WORDS "
+                             "(repeatable)")
     args = parser.parse_args()
     refuse_unless_capture_can_run()
     console = Console()
@@ -499,7 +508,7 @@ def main() -> None:
         slow: list[Slowdown] = []
         if args.only != "rate":
             slow = slowdowns(args.runs, work, args.whole_machine, tuple(args.rules), binary,
-                             not args.no_floor)
+                             not args.no_floor, args.workload)
         use_scap = not args.no_scap and args.scap.exists()
         scale = scap_scale(args.scap, work) if use_scap else None
     report(steps, slow, scale, console)

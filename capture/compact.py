@@ -133,6 +133,7 @@ class Expander:
         start_ns = arrays.pop(START_NS, None)
         if start_ns is not None:  # else null, as the process's start is unknown
             arrays["proc.duration"] = pc.subtract(times.cast(pa.int64()), start_ns)
+            arrays["proc.pid.ts"] = start_ns
         columns = [arrays.get(f.name, pa.nulls(n, f.type)) for f in schema]
         return pa.Table.from_arrays(columns, schema=schema)
 

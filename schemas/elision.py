@@ -1,19 +1,23 @@
-"""Values a trace stores once: row values that follow from the row's `fd.name` are not repeated.
+"""Values a trace stores once: row values that follow from other columns of the row.
 
 Why: in path-heavy work (tar, a build) each row's path was stored up to seven times: `fd.name`,
 `fd.filename`, `fd.directory`, `fd.nameraw`, `evt.arg.name`, `evt.arg.fd` ('<f>' + the path) and
 twice inside the rendered `evt.args`. Each column has its own dictionary, so a trace of a tar of
-/usr/include took 39.5 bytes/event, 33 of them in those columns.
+/usr/include took 39.5 bytes/event, 33 of them in those columns. And `proc.duration` (ns since
+the process started) changes on every row: once the paths were gone it was the largest column of
+a build's trace (3.3 bytes/event), while `evt.time` minus the process's start (`proc.pid.ts`, one
+value per process) gives it back.
 
 How: the writer (`elide`) compares, row by row, each column below with its derivation from the
-row's stored `fd.name` and `fd.typechar` (never elided themselves). Where they are equal it stores
-null and sets the derivation's bit in the `sysreplay.elided` column (uint16, null where nothing
-was elided). `evt.args` is stored as a template: the path and its last component replaced by the
-control characters `\\x01` and `\\x02`, where that substitution round-trips. Readers put the values
-back, each in its own way from the one table below: `expand` (Arrow: the replay engine,
-`read_table`) and `sql_select` (DuckDB: the SQL engine, `analyze query`, triage). Lossless by
-construction: a bit is set only where the reader's derivation gives back the stored value, which
-the writer checks with the same Arrow code.
+row's stored `fd.name` and `fd.typechar` (or `evt.time` and `proc.pid.ts`; never elided). Where
+they are equal it stores null and sets the derivation's bit in the `sysreplay.elided` column
+(uint16, null where nothing was elided). `evt.args` is stored as a template: the path and its
+last component replaced by the control characters `\\x01` and `\\x02` (see `_template_args` for
+why that always round-trips). Readers put the values back, each in its own way from the one
+table below: `expand` and `expand_column` (Arrow: the replay engine's column loader) and
+`sql_select` (DuckDB: the SQL engine, `analyze query`, triage). Lossless: a bit is set only
+where the Arrow derivation gives back the stored value, and tests/test_elision.py holds the
+DuckDB one to the Arrow one.
 
 A trace written before this (schema 1.x) has no `sysreplay.elided` column; readers leave it as is.
 """
@@ -31,7 +35,10 @@ ELIDED = "sysreplay.elided"
 ELIDED_TYPE = pa.uint16()
 PATH_MARK = "\x01"  # in an evt.args template: the row's fd.name
 BASE_MARK = "\x02"  # in an evt.args template: the last component of fd.name
-SOURCES = ("fd.name", "fd.typechar")  # what derivations read; never elided
+# What derivations read; never elided.
+SOURCES = ("fd.name", "fd.typechar", "evt.time", "proc.pid.ts")
+PATH_SOURCES = ("fd.name", "fd.typechar")
+DURATION_SOURCES = ("evt.time", "proc.pid.ts")
 
 Columns = Mapping[str, pa.Array]
 
@@ -84,6 +91,11 @@ class Rows:
         return pc.binary_join_element_wise("<", _plain(self.src["fd.typechar"]), ">", self.path,
                                            "")
 
+    @cached_property
+    def duration(self) -> pa.Array:
+        return pc.subtract(self.src["evt.time"].cast(pa.int64()),
+                           _plain(self.src["proc.pid.ts"]).cast(pa.int64()))
+
     def args(self, template: pa.Array) -> pa.Array:
         with_base = pc.binary_join(pc.split_pattern(template, BASE_MARK), self.base)
         return pc.binary_join(pc.split_pattern(with_base, PATH_MARK), self.path)
@@ -102,6 +114,7 @@ class Elision:
     column: str
     derive: Callable[[Rows, pa.Array], pa.Array]  # (sources, the stored column) -> values
     sql: str  # the same derivation over the stored columns, for DuckDB (our text only)
+    sources: tuple[str, ...] = PATH_SOURCES  # what `derive` reads besides the column itself
 
 
 _SQL_PATH = '"fd.name"'
@@ -119,10 +132,15 @@ ELISIONS: tuple[Elision, ...] = (
     Elision(32, "fd.nameraw", lambda r, _: r.base, _SQL_BASE),
     Elision(64, "evt.args", lambda r, stored: r.args(stored),
             "replace(replace(\"evt.args\", chr(2), " + _SQL_BASE + "), chr(1), \"fd.name\")"),
+    Elision(128, "proc.duration", lambda r, _: r.duration,
+            'epoch_ns("evt.time") - "proc.pid.ts"', DURATION_SOURCES),
 )
 ELIDED_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(e.column for e in ELISIONS))
 # What a reader of each elided column also needs.
-NEEDS: dict[str, tuple[str, ...]] = {c: (c, ELIDED, *SOURCES) for c in ELIDED_COLUMNS}
+NEEDS: dict[str, tuple[str, ...]] = {
+    c: tuple(dict.fromkeys([c, ELIDED, *(s for e in ELISIONS if e.column == c for s in e.sources)]))
+    for c in ELIDED_COLUMNS
+}
 # The footer's description of the encoding, for readers other than ours.
 DESCRIPTION = (
     "Where bit B of sysreplay.elided is set the column holds null and its value is derived: "
@@ -139,14 +157,15 @@ def elide(table: pa.Table) -> pa.Table:
     Bits already set (a trace being rewritten) are kept with their nulls."""
     if not all(name in table.column_names for name in (*SOURCES, *ELIDED_COLUMNS, ELIDED)):
         return table
-    name = table.column("fd.name").combine_chunks()
-    if name.null_count == len(name):
+    src = {s: table.column(s).combine_chunks() for s in SOURCES}
+    usable = {s for s, values in src.items() if values.null_count < len(values)}
+    if not usable:
         return table
-    rows = Rows({"fd.name": name, "fd.typechar": table.column("fd.typechar").combine_chunks()})
+    rows = Rows(src)
     bits = pc.fill_null(table.column(ELIDED).combine_chunks().cast(pa.uint16()), 0)
     columns = {c: table.column(c).combine_chunks() for c in ELIDED_COLUMNS}
     for elision in ELISIONS:
-        if elision.column == "evt.args":
+        if elision.column == "evt.args" or not usable.issuperset(elision.sources):
             continue
         stored = columns[elision.column]
         same = pc.fill_null(pc.equal(_plain(stored), elision.derive(rows, stored)), False)
@@ -154,7 +173,8 @@ def elide(table: pa.Table) -> pa.Table:
             bits = pc.if_else(same, pc.bit_wise_or(bits, pa.scalar(elision.bit, pa.uint16())),
                               bits)
             columns[elision.column] = _nulled(stored, same)
-    columns["evt.args"], bits = _template_args(columns["evt.args"], rows, bits)
+    if "fd.name" in usable:
+        columns["evt.args"], bits = _template_args(columns["evt.args"], rows, bits)
     bits = pc.if_else(pc.equal(bits, 0), pa.scalar(None, pa.uint16()), bits)
     out = table
     for column, values in (*columns.items(), (ELIDED, bits)):
@@ -230,16 +250,14 @@ def expand_column(column: str, stored: pa.Array, bits: pa.Array | None,
 
 
 def expand(table: pa.Table) -> pa.Table:
-    """`table` with every elided value put back and the `ELIDED` column dropped."""
+    """`table` with every elided value put back and the `ELIDED` column dropped (a column
+    whose derivation's sources the table lacks is left as stored)."""
     if ELIDED not in table.column_names:
         return table
     bits = table.column(ELIDED).combine_chunks()
-    missing = [s for s in SOURCES if s not in table.column_names]
-    if missing:
-        raise ValueError(f"expanding elided values needs the columns {', '.join(missing)}")
-    src = {s: table.column(s).combine_chunks() for s in SOURCES}
+    src = {s: table.column(s).combine_chunks() for s in SOURCES if s in table.column_names}
     for column in ELIDED_COLUMNS:
-        if column in table.column_names:
+        if column in table.column_names and set(NEEDS[column]) <= set(table.column_names):
             index = table.schema.get_field_index(column)
             values = expand_column(column, table.column(column).combine_chunks(), bits, src)
             field = table.schema.field(index)
@@ -254,7 +272,7 @@ def sql_select(present: frozenset[str] | set[str]) -> str:
         return "*"
     replaced = []
     for column in ELIDED_COLUMNS:
-        if column not in present:
+        if not set(NEEDS[column]) <= present:
             continue
         cases = " ".join(f'WHEN ("{ELIDED}" & {e.bit}) <> 0 THEN {e.sql}'
                          for e in ELISIONS if e.column == column)

@@ -150,6 +150,8 @@ PROC_COLUMNS = (
     _c("proc.cwd", "PT_CHARBUF", STR),
     _c("proc.tty", "PT_UINT32", U32),
     _c("proc.duration", "PT_RELTIME", I64, note="ns since the process started"),
+    _c("proc.pid.ts", "PT_RELTIME", I64, LIVE_ONLY,
+       note="the process's start, ns since the epoch (sysdig 0.29 lacks the field)"),
     _c("proc.pname", "PT_CHARBUF", STR),
     _c("proc.pcmdline", "PT_CHARBUF", STR),
     _c("proc.pexe", "PT_CHARBUF", STR, DERIVED,

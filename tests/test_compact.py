@@ -31,6 +31,7 @@ def reference(batch: pa.RecordBatch) -> pa.Table:
         arrays.update({name: taken.column(name) for name in taken.schema.names})
     start = arrays.pop(compact.START_NS)
     arrays["proc.duration"] = pc.subtract(times.cast(pa.int64()), start)
+    arrays["proc.pid.ts"] = start
     schema = arrow_schema()
     return pa.Table.from_arrays([arrays.get(f.name, pa.nulls(n, f.type)) for f in schema],
                                 schema=schema)
