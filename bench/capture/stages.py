@@ -1,7 +1,8 @@
 """Where a captured event's user-space time goes: decode + enrich, build Arrow, spool, Parquet.
 
 Loads the capture program (default preset), runs a short load (an open/close loop and a shell
-loop of short processes) while the ring buffer fills, then replays the recorded ring-buffer bytes
+loop of short processes; --load tar: a tar of /usr/include, every file a new path) while the
+ring buffer fills, then replays the recorded ring-buffer bytes
 through each stage of `capture record` several times and prints the best time per event of each.
 The capture loop (one thread) decodes and enriches in one pass (`Enricher.feed_chunk`), builds
 its compact Arrow batch (capture/compact.py) and appends it to the spool; the sum of those bounds
@@ -12,7 +13,7 @@ on a real spool). Use it to see which stage a change speeds up (bench/bench_capt
 the whole capture).
 
 Usage (root, from the repository root):
-    .venv/bin/python bench/capture/stages.py [--repeat 3]
+    .venv/bin/python bench/capture/stages.py [--repeat 3] [--load mixed|tar]
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ from schemas.trace import SOURCE_LIVE, TraceMeta  # noqa: E402
 
 LOAD = Path(__file__).with_name("load.py")
 SHELL_LOOP = "for i in $(seq 100); do cat /etc/hostname >/dev/null; ls /tmp >/dev/null; done"
+# --load tar: a tree copy, every file a new path (nothing the capture memoises applies).
+TAR = "tar -cf - /usr/include 2>/dev/null | cat >/dev/null"
 
 
-def record_chunks() -> list[bytes]:
+def record_chunks(load: str) -> list[bytes]:
     """The ring buffer's bytes while the load runs (32 MiB ring: nothing is dropped)."""
     tracefs = tracefs_root()
     if tracefs is None:
@@ -54,9 +57,12 @@ def record_chunks() -> list[bytes]:
     chunks = []
     with Probe(options) as probe:
         assert probe.ring is not None
-        subprocess.run([sys.executable, str(LOAD), "0", "0.3"], check=True,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run(["bash", "-c", SHELL_LOOP], check=True)
+        if load == "tar":
+            subprocess.run(["bash", "-c", TAR], check=True)
+        else:
+            subprocess.run([sys.executable, str(LOAD), "0", "0.3"], check=True,
+                           stdout=subprocess.DEVNULL)
+            subprocess.run(["bash", "-c", SHELL_LOOP], check=True)
         while chunk := probe.ring.read():
             used = decode(chunk)[1]
             chunks.append(chunk[:used])
@@ -82,8 +88,10 @@ def best(repeat: int, run: Callable[[], object]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--load", choices=("mixed", "tar"), default="mixed",
+                        help="mixed: an open/close loop and short processes; tar: a tree copy")
     args = parser.parse_args()
-    chunks = record_chunks()
+    chunks = record_chunks(args.load)
     records: list[Record] = [r for c in chunks for r in decode(c)[0]]
     enricher = Enricher(time.time_ns() - time.monotonic_ns())
     enricher.snapshot()
