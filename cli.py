@@ -271,6 +271,10 @@ def _comma_list(ctx: click.Context, param: click.Parameter, value: str | None
               help="Start a new segment at this size (256MB, 1G); OUTPUT becomes a directory.")
 @click.option("--rotate-seconds", type=Duration(),
               help="Start a new segment after this long (600, 10m); OUTPUT becomes a directory.")
+@click.option("--buffer-size", "buffer_bytes", type=ByteSize(), default="32MB",
+              show_default=True,
+              help="The kernel's ring buffer (a power of two, 1MB to 1GB): what a burst of "
+              "events faster than the capture can take may fill before events are dropped.")
 @click.option("--print-bpf", is_flag=True,
               help="Print the BPF C program these options load, and exit (no root needed).")
 def record_cmd(output: str, duration: float | None, preset: str | None,
@@ -279,7 +283,7 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
                follow_pids: tuple[int, ...], comms: tuple[str, ...],
                exclude_comms: tuple[str, ...], containers: tuple[str, ...],
                runtime_sockets: tuple[str, ...], rotate_bytes: int | None,
-               rotate_seconds: float | None, print_bpf: bool) -> None:
+               rotate_seconds: float | None, buffer_bytes: int, print_bpf: bool) -> None:
     """Record syscalls with eBPF into a trace, until --duration, Ctrl-C or SIGTERM (needs root).
 
     Every way of stopping leaves a complete trace. Until the end, events go to a spool next to
@@ -308,11 +312,15 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
         capture record -o web.parquet --container web --runtime-socket /run/podman/podman.sock
         capture record -o pod.parquet --runtime-socket /run/k3s/containerd/containerd.sock
         capture record -o t.parquet --rules rules/sysreplay_rules.yaml --duration 1h
+        capture record -o backup.parquet --comm tar --buffer-size 256MB
     """
     from capture.record import RecordOptions, container_plan, program_text
 
     if preset is not None and syscalls is not None:
         raise click.UsageError("Give --preset or --syscalls, not both.")
+    if not 1 << 20 <= buffer_bytes <= 1 << 30 or buffer_bytes & (buffer_bytes - 1):
+        raise click.BadParameter("the ring buffer is a power of two from 1MB to 1GB, e.g. "
+                                 "64MB or 256MB.", param_hint="--buffer-size")
     if rule_files and (preset is not None or syscalls is not None):
         raise click.UsageError("--rules chooses the syscalls: give it without --preset and "
                                "--syscalls.")
@@ -321,7 +329,7 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
         pids=pids,
         follow_pids=follow_pids, comms=comms, exclude_comms=exclude_comms,
         rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds, containers=containers,
-        runtime_sockets=runtime_sockets,
+        runtime_sockets=runtime_sockets, ringbuf_bytes=buffer_bytes,
     )
     text = program_text(options)  # checks the options before anything needs root
     if print_bpf:
@@ -344,7 +352,9 @@ def record_cmd(output: str, duration: float | None, preset: str | None,
     if stats.dropped:
         counts = ", ".join(f"{k} {v:,}" for k, v in stats.drops.items() if v)
         advice = (" The ring buffer filled: record fewer syscalls (--preset exec) or processes "
-                  "(--comm, --exclude-comm)." if stats.drops.get("ringbuf_full") else "")
+                  "(--comm, --exclude-comm), or give bursts a larger buffer (--buffer-size "
+                  f"{min(buffer_bytes * 4, 1 << 30) >> 20}MB)."
+                  if stats.drops.get("ringbuf_full") else "")
         click.echo(f"Warning: {stats.dropped:,} events were dropped ({counts}).{advice}",
                    err=True)
 

@@ -109,6 +109,25 @@ def test_a_syscall_list_with_fds_records_the_fd_calls_unwritten(
     assert "/* close */" in result.output and "/* clone */" in result.output
 
 
+@pytest.mark.parametrize(("size", "pages"), [(None, 8192), ("1MB", 256), ("256MB", 65536),
+                                             ("1G", 262144)])
+def test_buffer_size_sets_the_ring_buffer(monkeypatch: pytest.MonkeyPatch, size: str | None,
+                                          pages: int) -> None:
+    monkeypatch.setattr(doctor.os, "geteuid", lambda: 1000)
+    given = ["--buffer-size", size] if size else []
+    result = run("record", "-o", "t.parquet", "--print-bpf", *given)
+    assert result.exit_code == 0, result.output
+    assert f"BPF_RINGBUF_OUTPUT(events, {pages});" in result.output
+
+
+@pytest.mark.parametrize("size", ["3MB", "512KB", "2G", "nonsense"])
+def test_a_buffer_size_not_a_power_of_two_in_range_is_refused(tmp_path: Path, size: str) -> None:
+    result = run("record", "-o", str(tmp_path / "t.parquet"), "--buffer-size", size)
+    assert result.exit_code == 2
+    assert "--buffer-size" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "t.parquet").exists()
+
+
 def test_print_bpf_renders_the_filters_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(doctor.os, "geteuid", lambda: 1000)
     result = run("record", "-o", "t.parquet", "--print-bpf", "--syscalls", "execve",
