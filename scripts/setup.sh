@@ -21,8 +21,10 @@ STAMP=$VENV/.sysreplay-setup-stamp
 # chromium: tests/test_report_html.py renders the `analyze run --html` page in it, headless.
 # openssh-client, curl, iproute2, util-linux (unshare): what `capture scenario` runs.
 # gcc: bench/bench_capture.py compiles its C syscall load (bench/capture/load.c).
+# containerd: tests/test_cri_containerd.py asks a real one over the CRI (started by the test on
+# a socket of its own; the package starts no daemon without systemd).
 APT_PACKAGES=(python3-venv python3-pip python3-bpfcc bpfcc-tools libbpfcc sysdig chromium
-              openssh-client curl iproute2 util-linux gcc)
+              openssh-client curl iproute2 util-linux gcc containerd)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
