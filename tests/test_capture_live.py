@@ -80,6 +80,24 @@ def recording(tmp_path: Path, **kw: Any) -> Iterator[Callable[[], RecordStats]]:
         raise result["error"]
 
 
+def live_rows(tmp_path: Path, columns: list[str]) -> list[dict[str, Any]]:
+    """The rows of `recording`'s trace in event order, as every reader sees them (values the
+    trace stores once put back: schemas.elision)."""
+    return read_in_event_order(tmp_path / "live.parquet", columns).to_pylist()
+
+
+def script_rows(tmp_path: Path, script: str, args: list[str], columns: list[str]
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run a Python `script` under `recording`; what it printed (JSON, with its "pid") and the
+    rows of its process."""
+    with recording(tmp_path):
+        done = subprocess.run([sys.executable, "-c", script, *args], check=True,
+                              capture_output=True, text=True)
+    made = json.loads(done.stdout)
+    rows = live_rows(tmp_path, [*columns, "proc.pid"])
+    return made, [r for r in rows if r["proc.pid"] == made["pid"]]
+
+
 def rows(path: Path) -> list[dict[str, Any]]:
     """The trace's rows as they happened (storage order clusters them by event type)."""
     return read_in_event_order(path, COLUMNS).to_pylist()
@@ -150,8 +168,7 @@ def test_a_fork_is_recorded_once_by_its_parent(tmp_path: Path) -> None:
     script = "for i in 1 2 3; do /bin/true & wait; done"
     with recording(tmp_path, syscalls=("clone", "clone3", "fork", "vfork", "execve")):
         subprocess.run(["bash", "-c", script], check=True, stdout=subprocess.DEVNULL)
-    got = pq.read_table(tmp_path / "live.parquet",
-                        columns=["evt.type", "evt.rawres", "proc.pid", "proc.cmdline"]).to_pylist()
+    got = live_rows(tmp_path, ["evt.type", "evt.rawres", "proc.pid", "proc.cmdline"])
     forks = [r for r in got if r["evt.type"] in ("clone", "clone3", "fork", "vfork")]
     assert forks and all(r["evt.rawres"] != 0 for r in forks)
     shell = [r for r in forks if r["proc.cmdline"] == f"bash -c {script}"]
@@ -441,9 +458,9 @@ def test_connect_records_the_local_port_the_kernel_picked(tmp_path: Path) -> Non
                               text=True)
     out = json.loads(done.stdout)
     made = out["sockets"]
-    got = pq.read_table(tmp_path / "live.parquet", columns=[
+    got = live_rows(tmp_path, [
         "evt.type", "proc.pid", "fd.num", "fd.name", "fd.lip", "fd.lport", "fd.cport",
-        "evt.res"]).to_pylist()
+        "evt.res"])
     connects = {r["fd.num"]: r for r in got if r["evt.type"] == "connect"
                 and r["proc.pid"] == out["pid"] and r["fd.lport"] is not None}
     names = {}
@@ -470,8 +487,7 @@ def test_exec_records_the_environment_of_short_lived_programs(tmp_path: Path) ->
         subprocess.run(["/bin/true", "sr-env"], check=True, env=env)  # gone before enrichment
         subprocess.run(["/bin/true", "sr-env-big"], check=True,
                        env={f"SR_BIG_{i:03}": "v" * 90 for i in range(100)})
-    got = pq.read_table(tmp_path / "live.parquet",
-                        columns=["evt.type", "proc.name", "proc.args", "proc.env"]).to_pylist()
+    got = live_rows(tmp_path, ["evt.type", "proc.name", "proc.args", "proc.env"])
     execs = {r["proc.args"]: r["proc.env"] for r in got
              if r["evt.type"] == "execve" and r["proc.name"] == "true"}
     assert execs["sr-env"] == "PATH=/usr/bin:/bin SR_ENV_PROBE=x1"
@@ -499,14 +515,8 @@ FD_CALLS = textwrap.dedent("""
 
 
 def test_fd_creating_calls_are_recorded(tmp_path: Path) -> None:
-    with recording(tmp_path):
-        done = subprocess.run([sys.executable, "-c", FD_CALLS], check=True,
-                              capture_output=True, text=True)
-    made = json.loads(done.stdout)
-    got = pq.read_table(tmp_path / "live.parquet", columns=[
-        "evt.type", "proc.pid", "fd.num", "fd.type", "evt.args", "evt.arg.cmd",
-        "evt.rawres"]).to_pylist()
-    mine = [r for r in got if r["proc.pid"] == made["pid"]]
+    made, mine = script_rows(tmp_path, FD_CALLS, [], [
+        "evt.type", "fd.num", "fd.type", "evt.args", "evt.arg.cmd", "evt.rawres"])
     pipe = next(r for r in mine if r["evt.type"] == "pipe2")
     r, w = made["pipe"]
     assert pipe["evt.args"].startswith(f"res=0 fd1={r}(<p>) fd2={w}(<p>) ")
@@ -552,13 +562,8 @@ SCM_RIGHTS = textwrap.dedent("""
 
 def test_fds_received_with_scm_rights_are_in_the_fd_table(tmp_path: Path) -> None:
     path = tmp_path / "sent.txt"
-    with recording(tmp_path):
-        done = subprocess.run([sys.executable, "-c", SCM_RIGHTS, str(path)], check=True,
-                              capture_output=True, text=True)
-    made = json.loads(done.stdout)
-    got = pq.read_table(tmp_path / "live.parquet", columns=[
-        "evt.type", "proc.pid", "fd.num", "fd.type", "fd.name", "evt.args"]).to_pylist()
-    mine = [r for r in got if r["proc.pid"] == made["pid"]]
+    made, mine = script_rows(tmp_path, SCM_RIGHTS, [str(path)], [
+        "evt.type", "fd.num", "fd.type", "fd.name", "evt.args"])
     received = [r for r in mine if r["evt.type"] == "recvmsg"]
     assert len(received) == 1  # the plain recvmsg calls were dropped in the kernel
     assert (received[0]["fd.num"], received[0]["fd.type"]) == (made["sock"], "unix")
@@ -636,14 +641,8 @@ RECVMMSG = textwrap.dedent("""
 
 def test_fds_received_by_one_recvmmsg_are_in_the_fd_table(tmp_path: Path) -> None:
     paths = [tmp_path / "first.txt", tmp_path / "second.txt"]
-    with recording(tmp_path):
-        done = subprocess.run([sys.executable, "-c", RECVMMSG, *map(str, paths)], check=True,
-                              capture_output=True, text=True)
-    made = json.loads(done.stdout)
-    got = pq.read_table(tmp_path / "live.parquet", columns=[
-        "evt.type", "evt.rawres", "proc.pid", "fd.num", "fd.type", "fd.name",
-        "evt.args"]).to_pylist()
-    mine = [r for r in got if r["proc.pid"] == made["pid"]]
+    made, mine = script_rows(tmp_path, RECVMMSG, list(map(str, paths)), [
+        "evt.type", "evt.rawres", "fd.num", "fd.type", "fd.name", "evt.args"])
     # One row per message that carried fds (as libsinsp's one event per message), its res the
     # message's length; the plain calls and the message without fds were dropped in the kernel.
     received = [(r["evt.rawres"], r["fd.num"], r["fd.type"]) for r in mine
@@ -687,8 +686,8 @@ def test_close_on_exec_fds_of_the_snapshot_die_at_exec(tmp_path: Path) -> None:
                 assert child.wait(30) == 0
         finally:
             child.kill()
-    got = pq.read_table(tmp_path / "live.parquet", columns=[
-        "evt.type", "proc.pid", "proc.ppid", "fd.num", "fd.type", "evt.rawres"]).to_pylist()
+    got = live_rows(tmp_path, [
+        "evt.type", "proc.pid", "proc.ppid", "fd.num", "fd.type", "evt.rawres"])
     tree = {child.pid} | {r["proc.pid"] for r in got if r["proc.ppid"] == child.pid}
     dups = [r for r in got if r["evt.type"] in ("dup", "dup2", "dup3")
             and r["proc.pid"] in tree and r["evt.rawres"] in (0, 1)]
