@@ -21,10 +21,11 @@ STAMP=$VENV/.sysreplay-setup-stamp
 # chromium: tests/test_report_html.py renders the `analyze run --html` page in it, headless.
 # openssh-client, curl, iproute2, util-linux (unshare): what `capture scenario` runs.
 # gcc: bench/bench_capture.py compiles its C syscall load (bench/capture/load.c).
-# containerd: tests/test_cri_containerd.py asks a real one over the CRI (started by the test on
-# a socket of its own; the package starts no daemon without systemd).
+# containerd, busybox-static: tests/test_cri_containerd.py runs a real pod in a containerd of
+# its own (its socket, root and state; the package starts no daemon without systemd) from an
+# image made of busybox.
 APT_PACKAGES=(python3-venv python3-pip python3-bpfcc bpfcc-tools libbpfcc sysdig chromium
-              openssh-client curl iproute2 util-linux gcc containerd)
+              openssh-client curl iproute2 util-linux gcc containerd busybox-static)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

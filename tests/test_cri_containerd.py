@@ -1,24 +1,35 @@
-"""The CRI client against a real containerd (Debian's, started here on a socket of its own).
+"""Container metadata from a real containerd (Debian's, started here on a socket of its own).
 
-No container can run on this machine kind (runc and crun refuse its cgroup setup), so what a
-real runtime says about a running container is only tested against the stand-in
-(tests/test_cri_runtime.py). What is tested here is everything up to that: the gRPC channel on
-a unix socket, the `runtime.v1` service names and message encodings as containerd reads them,
-and its answers decoded by our protobuf reader: `Version`, `ContainerStatus` and
-`PodSandboxStatus` for an id it does not know (gRPC NOT_FOUND, read as "no metadata", the
-socket still counted as answering), and `ListImages`.
+The client alone: `Version` in the `runtime.v1` API, `ContainerStatus` and `PodSandboxStatus`
+for an id containerd does not know (gRPC NOT_FOUND: no metadata, the socket still counted as
+answering), `ListImages`. Then a real pod: an image made here from busybox-static (an OCI
+layout imported with `ctr`), a pod sandbox and a container started over the CRI as kubelet
+does (host network: no CNI here; cgroupfs layout under /kubepods), and a live capture that
+names the container's events from containerd's answers: name, image, repository, tag, image
+id, pod and namespace.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
+import io
+import json
+import os
 import shutil
 import subprocess
+import tarfile
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import unavailable
+from test_container_runtime import record_live
+from trace_order import read_in_event_order
 
 from capture.container_runtime import ContainerRuntimes
 from capture.cri_runtime import (
@@ -30,16 +41,17 @@ from capture.cri_runtime import (
     parse_version,
     version_request,
 )
+from capture.protobuf_wire import Fields, map_field, message_field, string_field, varint_field
 
 UNKNOWN = "0123456789ab" + "cdef" * 13  # 64 hex digits no container has
+IMAGE = "docker.io/sysreplay/busybox:test"
+BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
 START_SECONDS = 20.0
 
 
 @pytest.fixture(scope="module")
 def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A containerd with its own root, state, config and socket; stopped after the tests."""
-    import os
-
     if os.geteuid() != 0:
         unavailable("needs root (containerd)")
     binary = shutil.which("containerd")
@@ -48,7 +60,10 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert binary is not None
     work = tmp_path_factory.mktemp("containerd")
     config = work / "config.toml"
-    config.write_text("version = 2\n")  # defaults: the CRI plugin on, no TCP service
+    # The CRI plugin's defaults but: our image as the pod sandbox's (nothing is pulled: no
+    # network), and the OOM score adjustment kept within ours (runc cannot lower it here).
+    config.write_text(f'version = 2\n[plugins."io.containerd.grpc.v1.cri"]\n'
+                      f'  sandbox_image = "{IMAGE}"\n  restrict_oom_score_adj = true\n')
     socket = work / "containerd.sock"
     log = (work / "log").open("wb")
     proc = subprocess.Popen([binary, "--config", str(config), "--root", str(work / "root"),
@@ -112,3 +127,143 @@ def test_the_capture_s_lookup_counts_containerd_as_answering(containerd: Path) -
         assert str(containerd) in runtimes.answered and runtimes.lookups == 1
     finally:
         runtimes.close()
+
+
+# ---- a real pod --------------------------------------------------------------------------------
+
+
+def oci_image(rootfs: Path, name: str) -> bytes:
+    """An OCI image layout (tar) of one uncompressed layer holding `rootfs`, named `name`,
+    whose command is `sleep 3600` (the pod sandbox runs it as its pause process)."""
+    def digest(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        tar.add(rootfs, arcname=".")
+    blob = layer.getvalue()
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/sleep", "3600"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [digest(blob)]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest(blob), "size": len(blob)}]}).encode()
+    index = json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(manifest),
+        "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": name,
+                                               "io.containerd.image.name": name}}]}).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        files = {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}', "index.json": index,
+                 **{f"blobs/sha256/{digest(d)[7:]}": d for d in (blob, config, manifest)}}
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Pod:
+    uid: str
+    sandbox_id: str
+    container_id: str
+    image_id: str  # the image config's digest, hex
+
+
+def _pod_config(uid: str) -> bytes:
+    """PodSandboxConfig: metadata 1 (name 1, uid 2, namespace 3), labels 6, linux 8
+    (cgroup_parent 1, security_context 2: namespace_options 1: network 1 = NODE 2)."""
+    meta = string_field(1, "web-7f9c") + string_field(2, uid) + string_field(3, "shop")
+    linux = (string_field(1, f"/kubepods/besteffort/pod{uid}")
+             + message_field(2, message_field(1, varint_field(1, 2))))
+    labels = {"io.kubernetes.pod.name": "web-7f9c", "io.kubernetes.pod.namespace": "shop",
+              "io.kubernetes.pod.uid": uid, "app": "web"}
+    return message_field(1, meta) + map_field(6, labels) + message_field(8, linux)
+
+
+@pytest.fixture(scope="module")
+def pod(containerd: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
+    """A pod sandbox and one container (`api`, reading /etc/hostname five times a second),
+    made over the CRI as kubelet makes them; removed after the tests."""
+    if not BUSYBOX.exists():
+        unavailable(f"{BUSYBOX} is missing (Debian's busybox-static; scripts/setup.sh)")
+    work = tmp_path_factory.mktemp("image")
+    bin_dir = work / "rootfs" / "bin"
+    bin_dir.mkdir(parents=True)
+    shutil.copy(BUSYBOX, bin_dir / "busybox")
+    for tool in ("sh", "sleep", "cat"):
+        (bin_dir / tool).symlink_to("busybox")
+    (work / "image.tar").write_bytes(oci_image(work / "rootfs", IMAGE))
+    subprocess.run(["ctr", "--address", str(containerd), "--namespace", "k8s.io", "images",
+                    "import", str(work / "image.tar")], check=True, capture_output=True)
+    client = CriClient(str(containerd), timeout=60.0)
+    uid = str(uuid.uuid4())
+    sandbox_config = _pod_config(uid)
+    sandbox = Fields.parse(client.call(RUNTIME_SERVICE, "RunPodSandbox",
+                                       message_field(1, sandbox_config))).string(1)
+    try:
+        image_id = parse_image_id(client.call(IMAGE_SERVICE, "ListImages",
+                                              list_images_request(IMAGE)))
+        # ContainerConfig: metadata 1 (name 1), image 2 (ImageSpec: image 1; kubelet names the
+        # image by its id), command 3, args 4, labels 9 (kubelet's pod labels).
+        labels = {"io.kubernetes.container.name": "api", "io.kubernetes.pod.name": "web-7f9c",
+                  "io.kubernetes.pod.namespace": "shop", "io.kubernetes.pod.uid": uid}
+        config = (message_field(1, string_field(1, "api"))
+                  + message_field(2, string_field(1, f"sha256:{image_id}"))
+                  + string_field(3, "/bin/sh") + string_field(4, "-c")
+                  + string_field(4, "while true; do cat /etc/hostname; sleep 0.2; done")
+                  + map_field(9, labels))
+        container = Fields.parse(client.call(
+            RUNTIME_SERVICE, "CreateContainer", string_field(1, sandbox)
+            + message_field(2, config) + message_field(3, sandbox_config))).string(1)
+        client.call(RUNTIME_SERVICE, "StartContainer", string_field(1, container))
+        yield Pod(uid, sandbox, container, image_id)
+    finally:
+        for method in ("StopPodSandbox", "RemovePodSandbox"):
+            with contextlib.suppress(LookupError):
+                client.call(RUNTIME_SERVICE, method, string_field(1, sandbox))
+        client.close()
+        # The pod's cgroup parent is kubelet's to remove; runc leaves it in every hierarchy.
+        for path in glob.glob(f"/sys/fs/cgroup/**/kubepods/besteffort/pod{uid}",
+                              recursive=True):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+
+
+def test_containerd_describes_the_pod_s_container(containerd: Path, pod: Pod) -> None:
+    client = CriClient(str(containerd), timeout=5.0)
+    try:
+        info = client.status(pod.container_id)
+        sandbox = client.status(pod.sandbox_id)
+    finally:
+        client.close()
+    assert info is not None and sandbox is not None
+    assert (info.name, info.image, info.image_repository, info.image_tag, info.image_id) == \
+        ("api", IMAGE, "docker.io/sysreplay/busybox", "test", pod.image_id)
+    assert info.label("io.kubernetes.pod.name") == "web-7f9c" and not info.privileged
+    assert (sandbox.name, sandbox.label("io.kubernetes.pod.namespace")) == ("web-7f9c", "shop")
+
+
+@pytest.mark.usefixtures("require_bpf")
+def test_live_capture_names_a_real_containerd_container(containerd: Path, pod: Pod,
+                                                        tmp_path: Path) -> None:
+    """The container's own `cat /etc/hostname` calls, recorded with containerd's socket given
+    and the container selected by its name (a name is known only from the runtime)."""
+    out = tmp_path / "pod.parquet"
+    record_live(out, containerd, [["sleep", "1.5"]], containers=("api",))
+    rows = read_in_event_order(out, [
+        "evt.type", "proc.name", "fd.name", "container.id", "container.type",
+        "container.name", "container.image", "container.image.repository",
+        "container.image.tag", "container.image.id", "k8s.pod.name", "k8s.ns.name"]).to_pylist()
+    opens = [r for r in rows if r["evt.type"] == "openat" and r["fd.name"] == "/etc/hostname"]
+    assert opens and {r["proc.name"] for r in opens} == {"cat"}
+    assert {(r["container.id"], r["container.type"], r["container.name"],
+             r["container.image"], r["container.image.repository"], r["container.image.tag"],
+             r["container.image.id"], r["k8s.pod.name"], r["k8s.ns.name"]) for r in rows} == \
+        {(pod.container_id[:12], "containerd", "api", IMAGE, "docker.io/sysreplay/busybox",
+          "test", pod.image_id, "web-7f9c", "shop")}
