@@ -21,11 +21,12 @@ STAMP=$VENV/.sysreplay-setup-stamp
 # chromium: tests/test_report_html.py renders the `analyze run --html` page in it, headless.
 # openssh-client, curl, iproute2, util-linux (unshare): what `capture scenario` runs.
 # gcc: bench/bench_capture.py compiles its C syscall load (bench/capture/load.c).
-# containerd, busybox-static: tests/test_cri_containerd.py runs a real pod in a containerd of
-# its own (its socket, root and state; the package starts no daemon without systemd) from an
-# image made of busybox.
+# containerd, docker.io, busybox-static: tests/test_cri_containerd.py and
+# tests/test_docker_engine.py run real containers in a containerd and a dockerd of their own
+# (their sockets and directories; the packages start no daemon without systemd) from images
+# made of busybox.
 APT_PACKAGES=(python3-venv python3-pip python3-bpfcc bpfcc-tools libbpfcc sysdig chromium
-              openssh-client curl iproute2 util-linux gcc containerd busybox-static)
+              openssh-client curl iproute2 util-linux gcc containerd docker.io busybox-static)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
