@@ -21,12 +21,13 @@ STAMP=$VENV/.sysreplay-setup-stamp
 # chromium: tests/test_report_html.py renders the `analyze run --html` page in it, headless.
 # openssh-client, curl, iproute2, util-linux (unshare): what `capture scenario` runs.
 # gcc: bench/bench_capture.py compiles its C syscall load (bench/capture/load.c).
-# containerd, docker.io, busybox-static: tests/test_cri_containerd.py and
-# tests/test_docker_engine.py run real containers in a containerd and a dockerd of their own
-# (their sockets and directories; the packages start no daemon without systemd) from images
-# made of busybox.
+# containerd, docker.io, podman, busybox-static: tests/test_cri_containerd.py,
+# test_docker_engine.py and test_podman_service.py run real containers in a containerd, a
+# dockerd and a podman service of their own (their sockets and directories; the packages start
+# no daemon without systemd) from images made of busybox.
 APT_PACKAGES=(python3-venv python3-pip python3-bpfcc bpfcc-tools libbpfcc sysdig chromium
-              openssh-client curl iproute2 util-linux gcc containerd docker.io busybox-static)
+              openssh-client curl iproute2 util-linux gcc containerd docker.io podman
+              busybox-static)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -17,19 +17,22 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import unavailable
-from test_container_runtime import record_live
-from trace_order import read_in_event_order
+from real_runtimes import (
+    READ_LOOP,
+    busybox_rootfs_tar,
+    live_container_rows,
+    runtime_binary,
+    stop,
+    wait_for,
+)
 
 from capture.container_runtime import ContainerRuntimes
 from capture.cri_runtime import (
@@ -45,19 +48,12 @@ from capture.protobuf_wire import Fields, map_field, message_field, string_field
 
 UNKNOWN = "0123456789ab" + "cdef" * 13  # 64 hex digits no container has
 IMAGE = "docker.io/sysreplay/busybox:test"
-BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
-START_SECONDS = 20.0
 
 
 @pytest.fixture(scope="module")
 def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A containerd with its own root, state, config and socket; stopped after the tests."""
-    if os.geteuid() != 0:
-        unavailable("needs root (containerd)")
-    binary = shutil.which("containerd")
-    if binary is None:
-        unavailable("containerd is not installed (scripts/setup.sh installs it)")
-    assert binary is not None
+    binary = runtime_binary("containerd", "containerd", "ctr")
     work = tmp_path_factory.mktemp("containerd")
     config = work / "config.toml"
     # The CRI plugin's defaults but: our image as the pod sandbox's (nothing is pulled: no
@@ -65,28 +61,17 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     config.write_text(f'version = 2\n[plugins."io.containerd.grpc.v1.cri"]\n'
                       f'  sandbox_image = "{IMAGE}"\n  restrict_oom_score_adj = true\n')
     socket = work / "containerd.sock"
-    log = (work / "log").open("wb")
-    proc = subprocess.Popen([binary, "--config", str(config), "--root", str(work / "root"),
-                             "--state", str(work / "state"), "--address", str(socket)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    with (work / "log").open("wb") as log:
+        proc = subprocess.Popen([binary, "--config", str(config), "--root", str(work / "root"),
+                                 "--state", str(work / "state"), "--address", str(socket)],
+                                stdout=log, stderr=subprocess.STDOUT)
+    client = CriClient(str(socket), timeout=2.0)
     try:
-        deadline = time.monotonic() + START_SECONDS
-        client = CriClient(str(socket), timeout=2.0)
-        while not (socket.exists() and client.ping()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"containerd did not answer on {socket}: "
-                            f"{(work / 'log').read_text()[-2000:]}")
-            time.sleep(0.2)
+        wait_for(proc, lambda: socket.exists() and client.ping(), work / "log")
         client.close()
         yield socket
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop(proc)
 
 
 def test_containerd_answers_version_in_the_v1_api(containerd: Path) -> None:
@@ -132,16 +117,13 @@ def test_the_capture_s_lookup_counts_containerd_as_answering(containerd: Path) -
 # ---- a real pod --------------------------------------------------------------------------------
 
 
-def oci_image(rootfs: Path, name: str) -> bytes:
-    """An OCI image layout (tar) of one uncompressed layer holding `rootfs`, named `name`,
-    whose command is `sleep 3600` (the pod sandbox runs it as its pause process)."""
+def oci_image(layer: bytes, name: str) -> bytes:
+    """An OCI image layout (tar) of one uncompressed layer, named `name`, whose command is
+    `sleep 3600` (the pod sandbox runs it as its pause process)."""
     def digest(data: bytes) -> str:
         return "sha256:" + hashlib.sha256(data).hexdigest()
 
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tar:
-        tar.add(rootfs, arcname=".")
-    blob = layer.getvalue()
+    blob = layer
     config = json.dumps({
         "architecture": "amd64", "os": "linux",
         "config": {"Cmd": ["/bin/sleep", "3600"], "Env": ["PATH=/bin"]},
@@ -190,15 +172,8 @@ def _pod_config(uid: str) -> bytes:
 def pod(containerd: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
     """A pod sandbox and one container (`api`, reading /etc/hostname five times a second),
     made over the CRI as kubelet makes them; removed after the tests."""
-    if not BUSYBOX.exists():
-        unavailable(f"{BUSYBOX} is missing (Debian's busybox-static; scripts/setup.sh)")
     work = tmp_path_factory.mktemp("image")
-    bin_dir = work / "rootfs" / "bin"
-    bin_dir.mkdir(parents=True)
-    shutil.copy(BUSYBOX, bin_dir / "busybox")
-    for tool in ("sh", "sleep", "cat"):
-        (bin_dir / tool).symlink_to("busybox")
-    (work / "image.tar").write_bytes(oci_image(work / "rootfs", IMAGE))
+    (work / "image.tar").write_bytes(oci_image(busybox_rootfs_tar(), IMAGE))
     subprocess.run(["ctr", "--address", str(containerd), "--namespace", "k8s.io", "images",
                     "import", str(work / "image.tar")], check=True, capture_output=True)
     client = CriClient(str(containerd), timeout=60.0)
@@ -215,8 +190,8 @@ def pod(containerd: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                   "io.kubernetes.pod.namespace": "shop", "io.kubernetes.pod.uid": uid}
         config = (message_field(1, string_field(1, "api"))
                   + message_field(2, string_field(1, f"sha256:{image_id}"))
-                  + string_field(3, "/bin/sh") + string_field(4, "-c")
-                  + string_field(4, "while true; do cat /etc/hostname; sleep 0.2; done")
+                  + string_field(3, READ_LOOP[0])
+                  + b"".join(string_field(4, arg) for arg in READ_LOOP[1:])
                   + map_field(9, labels))
         container = Fields.parse(client.call(
             RUNTIME_SERVICE, "CreateContainer", string_field(1, sandbox)
@@ -254,16 +229,8 @@ def test_live_capture_names_a_real_containerd_container(containerd: Path, pod: P
                                                         tmp_path: Path) -> None:
     """The container's own `cat /etc/hostname` calls, recorded with containerd's socket given
     and the container selected by its name (a name is known only from the runtime)."""
-    out = tmp_path / "pod.parquet"
-    record_live(out, containerd, [["sleep", "1.5"]], containers=("api",))
-    rows = read_in_event_order(out, [
-        "evt.type", "proc.name", "fd.name", "container.id", "container.type",
-        "container.name", "container.image", "container.image.repository",
-        "container.image.tag", "container.image.id", "k8s.pod.name", "k8s.ns.name"]).to_pylist()
-    opens = [r for r in rows if r["evt.type"] == "openat" and r["fd.name"] == "/etc/hostname"]
-    assert opens and {r["proc.name"] for r in opens} == {"cat"}
-    assert {(r["container.id"], r["container.type"], r["container.name"],
-             r["container.image"], r["container.image.repository"], r["container.image.tag"],
-             r["container.image.id"], r["k8s.pod.name"], r["k8s.ns.name"]) for r in rows} == \
-        {(pod.container_id[:12], "containerd", "api", IMAGE, "docker.io/sysreplay/busybox",
-          "test", pod.image_id, "web-7f9c", "shop")}
+    rows = live_container_rows(tmp_path / "pod.parquet", containerd, "api",
+                               ("k8s.pod.name", "k8s.ns.name"))
+    assert set(rows) == {(pod.container_id[:12], "containerd", "api", IMAGE,
+                          "docker.io/sysreplay/busybox", "test", pod.image_id, "web-7f9c",
+                          "shop")}
