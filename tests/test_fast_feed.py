@@ -190,6 +190,34 @@ def test_full_memos_start_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert fast(tmp_path / "b", [records], 1)[0] == general(tmp_path / "a", [records])
 
 
+def test_a_run_of_new_records_skips_ways_1_and_2_for_a_while(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tar's records are all new: after MISS_STREAK of them the next BYPASS go straight to
+    the general way, storing nothing; the rows are the same, and repeats hit again after."""
+    monkeypatch.setattr(fast_feed, "MISS_STREAK", 4)
+    monkeypatch.setattr(fast_feed, "BYPASS", 6)
+    bypassed = 0
+    general_way = fast_feed._general
+
+    def counted(*args: Any) -> None:
+        nonlocal bypassed
+        bypassed += 1
+        general_way(*args)
+
+    monkeypatch.setattr(fast_feed, "_general", counted)
+    r = Records(stable=True)
+    for i in range(20):  # every record new
+        r.open(50, f"/data/f{i}", 3)
+        r.close(50, 3)
+    r.loop(50, "/etc/hostname", times=20)  # then one file over and over
+    records = r.out
+    got, applied = fast(tmp_path / "b", [records], 0)
+    assert got == general(tmp_path / "a", [records])
+    assert bypassed >= 12  # two streaks of 4 at least, each followed by 6 bypassed
+    # the 40 new records and at most a bypass and the first loop's misses took the general way
+    assert 40 <= applied <= 40 + 6 + 2
+
+
 def test_table_only_syscalls_change_the_tables_without_rows(tmp_path: Path) -> None:
     # --rules: close and chdir keep the tables right but are not written.
     rows_of = frozenset(SYSCALL_BY_NAME) - {"close", "chdir"}
